@@ -1,0 +1,90 @@
+"""Domain validation and access control for channels: pure functions, no I/O.
+
+Channel access table (permissions come from the API key, see settings):
+
+=====================  ==================  ==================
+channel                subscribe needs     publish needs
+=====================  ==================  ==================
+``announcements``      ``read``            ``admin``
+``admin:*``            ``admin``           ``admin``
+``thread:{id}``        ``read``            ``write``
+anything else          ``read``            ``write``
+=====================  ==================  ==================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, is_valid_channel, is_valid_client_id
+
+__all__ = [
+    "Action",
+    "AccessRule",
+    "ACCESS_RULES",
+    "required_permission",
+    "channel_problem",
+    "client_id_problem",
+    "check_access",
+]
+
+Action = Literal["subscribe", "publish"]
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    match: str
+    subscribe: str
+    publish: str
+
+    def applies(self, channel: str) -> bool:
+        if self.match.endswith(":*"):
+            return channel.startswith(self.match[:-1])
+        return self.match == "*" or channel == self.match
+
+
+ACCESS_RULES: tuple[AccessRule, ...] = (
+    AccessRule("announcements", subscribe="read", publish="admin"),
+    AccessRule("admin:*", subscribe="admin", publish="admin"),
+    AccessRule("thread:*", subscribe="read", publish="write"),
+    AccessRule("*", subscribe="read", publish="write"),
+)
+
+
+def required_permission(channel: str, action: Action) -> str:
+    """The permission ``action`` on ``channel`` needs (the first matching rule wins)."""
+    for rule in ACCESS_RULES:
+        if rule.applies(channel):
+            return rule.subscribe if action == "subscribe" else rule.publish
+    raise AssertionError("the catch-all rule always applies")  # pragma: no cover
+
+
+def channel_problem(channel: str) -> str | None:
+    """Why ``channel`` is not a valid channel name, or None when it is."""
+    if is_valid_channel(channel):
+        return None
+    return (
+        f"invalid channel name {channel!r}: it must match {CHANNEL_PATTERN} "
+        "(lowercase letters, digits, '_' or '-', at most 64 characters, "
+        "optionally ':' and a sub-name, e.g. 'general' or 'thread:42')"
+    )
+
+
+def client_id_problem(client_id: str) -> str | None:
+    """Why ``client_id`` is not a valid client id, or None when it is."""
+    if is_valid_client_id(client_id):
+        return None
+    return (
+        f"invalid client id {client_id[:80]!r}: it must match {CLIENT_ID_PATTERN} "
+        "(1 to 64 of A-Z a-z 0-9 _ -)"
+    )
+
+
+def check_access(channel: str, action: Action, permissions: Collection[str]) -> str | None:
+    """None when allowed, else a message naming the missing permission."""
+    needed = required_permission(channel, action)
+    if needed in permissions:
+        return None
+    return f"{action} on {channel!r} requires the {needed!r} permission; this key has {sorted(permissions)}"

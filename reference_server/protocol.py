@@ -1,0 +1,496 @@
+"""The Nova protocol: pydantic models for every frame, the single source of truth.
+
+Every frame, in both directions, is a JSON text frame with the envelope::
+
+    {"type": str, "data": object, "timestamp": ISO-8601 str, "client_id": str, "id": str?}
+
+``type`` selects the message model (a discriminated union), so one
+``TypeAdapter`` validates a whole frame.  The server validates what clients
+send with :data:`ClientMessage`; the harness frame journal validates every
+frame with :data:`AnyMessage`; ``docs/protocol.md`` and the JSON Schema served
+at ``GET /api/protocol/schema`` are generated from these models.
+
+Domain rules that are not about shape (channel names, client ids, access
+control) live in :mod:`reference_server.access`, so that a malformed frame
+(``invalid_message``) and a well-formed frame asking for something invalid
+(``validation_error``) stay distinguishable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CLIENT_ID_PATTERN",
+    "CHANNEL_PATTERN",
+    "CloseCode",
+    "ErrorCode",
+    "ClientMetadata",
+    "ConnectMetadata",
+    "ConnectData",
+    "SubscribeData",
+    "UnsubscribeData",
+    "PublishData",
+    "EmptyData",
+    "ClientErrorData",
+    "ConnectionEstablishedData",
+    "AuthSuccessData",
+    "ErrorData",
+    "DeliveryConfirmationData",
+    "SubscribedData",
+    "UnsubscribedData",
+    "ChannelMessageData",
+    "PongData",
+    "ConnectMessage",
+    "SubscribeMessage",
+    "UnsubscribeMessage",
+    "PublishMessage",
+    "PingMessage",
+    "ClientErrorMessage",
+    "ConnectionEstablishedMessage",
+    "AuthSuccessMessage",
+    "ErrorMessage",
+    "DeliveryConfirmationMessage",
+    "SubscribedMessage",
+    "UnsubscribedMessage",
+    "ChannelMessageMessage",
+    "PongMessage",
+    "ClientMessage",
+    "ServerMessage",
+    "AnyMessage",
+    "CLIENT_MESSAGE_TYPES",
+    "SERVER_MESSAGE_TYPES",
+    "ProtocolError",
+    "parse_client_message",
+    "parse_server_message",
+    "parse_any_message",
+    "make_message",
+    "now_iso",
+    "new_id",
+    "is_valid_client_id",
+    "is_valid_channel",
+    "json_schema",
+]
+
+PROTOCOL_VERSION = "1.0"
+
+#: Client ids: 1 to 64 characters from ``A-Z a-z 0-9 _ -``.
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+#: Channel names: a lowercase name of 1 to 64 characters from ``a-z 0-9 _ -``
+#: starting with a letter or digit, optionally followed by ``:`` and a
+#: sub-name of the same alphabet plus upper case (``general``, ``thread:7f3a``).
+CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}(:[A-Za-z0-9_-]{1,64})?$"
+
+_CLIENT_ID_RE = re.compile(CLIENT_ID_PATTERN)
+_CHANNEL_RE = re.compile(CHANNEL_PATTERN)
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the Nova protocol uses, and what a client does after each."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    ABNORMAL = 1006
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    AUTH_FAILED = 4001
+    AUTH_TIMEOUT = 4002
+    REPLACED = 4003
+
+    @property
+    def reconnects(self) -> bool:
+        """Whether a well-behaved client reconnects after this code."""
+        return self not in _NO_RECONNECT
+
+
+_NO_RECONNECT = frozenset(
+    {CloseCode.AUTH_FAILED, CloseCode.AUTH_TIMEOUT, CloseCode.REPLACED, CloseCode.POLICY_VIOLATION}
+)
+
+
+class ErrorCode(StrEnum):
+    """``code`` values of ``error`` frames."""
+
+    AUTH_FAILED = "auth_failed"
+    NOT_AUTHENTICATED = "not_authenticated"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    VALIDATION_ERROR = "validation_error"
+    FORBIDDEN = "forbidden"
+    INVALID_MESSAGE = "invalid_message"
+    RATE_LIMITED = "rate_limited"
+    NOT_SUBSCRIBED = "not_subscribed"
+    INTERNAL_ERROR = "internal_error"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------- payloads
+
+
+class ClientMetadata(_Data):
+    """Who a client is, as the server records it after authentication."""
+
+    type: Literal["browser", "test"]
+    permissions: list[str] = Field(default_factory=list)
+    created: datetime
+
+
+class ConnectMetadata(_Data):
+    """What a client says about itself in ``connect``; permissions come from its key."""
+
+    type: Literal["browser", "test"] = "test"
+    permissions: list[str] = Field(
+        default_factory=list,
+        description="Ignored by the server: permissions are granted by the API key.",
+    )
+    created: datetime | None = None
+
+
+class ConnectData(_Data):
+    api_key: str = Field(min_length=1, max_length=256)
+    metadata: ConnectMetadata = Field(default_factory=ConnectMetadata)
+
+
+class SubscribeData(_Data):
+    channel: str = Field(max_length=200)
+    since_seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replay every stored message with a higher seq before `subscribed`.",
+    )
+
+
+class UnsubscribeData(_Data):
+    channel: str = Field(max_length=200)
+
+
+class PublishData(_Data):
+    channel: str = Field(max_length=200)
+    content: str
+
+
+class EmptyData(_Data):
+    """The payload of ``ping``: an empty object."""
+
+
+class ClientErrorData(_Data):
+    message: str = Field(max_length=10_000)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConnectionEstablishedData(_Data):
+    client_id: str
+    auth_timeout_ms: int
+    protocol_version: str
+    server_time: datetime
+
+
+class AuthSuccessData(_Data):
+    client_id: str
+    metadata: ClientMetadata
+
+
+class ErrorData(_Data):
+    code: ErrorCode
+    message: str
+    operation_id: str | None = None
+    details: Any = None
+
+
+class DeliveryConfirmationData(_Data):
+    message_id: str
+    channel: str | None = None
+    seq: int | None = None
+
+
+class SubscribedData(_Data):
+    channel: str
+    last_seq: int = Field(ge=0)
+
+
+class UnsubscribedData(_Data):
+    channel: str
+
+
+class ChannelMessageData(_Data):
+    channel: str
+    seq: int = Field(ge=1)
+    message_id: str
+    sender: str
+    content: str
+    sent_at: datetime
+
+
+class PongData(_Data):
+    server_time: datetime | None = None
+
+
+# ----------------------------------------------------------------- envelopes
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp: datetime
+    client_id: str
+    id: str | None = Field(
+        default=None,
+        description="Operation id chosen by the sender; replies about it carry it back.",
+    )
+
+
+class ConnectMessage(_Envelope):
+    type: Literal["connect"]
+    data: ConnectData
+
+
+class SubscribeMessage(_Envelope):
+    type: Literal["subscribe"]
+    data: SubscribeData
+
+
+class UnsubscribeMessage(_Envelope):
+    type: Literal["unsubscribe"]
+    data: UnsubscribeData
+
+
+class PublishMessage(_Envelope):
+    type: Literal["publish"]
+    data: PublishData
+
+
+class PingMessage(_Envelope):
+    type: Literal["ping"]
+    data: EmptyData = Field(default_factory=EmptyData)
+
+
+class ClientErrorMessage(_Envelope):
+    type: Literal["client_error"]
+    data: ClientErrorData
+
+
+class ConnectionEstablishedMessage(_Envelope):
+    type: Literal["connection_established"]
+    data: ConnectionEstablishedData
+
+
+class AuthSuccessMessage(_Envelope):
+    type: Literal["auth_success"]
+    data: AuthSuccessData
+
+
+class ErrorMessage(_Envelope):
+    type: Literal["error"]
+    data: ErrorData
+
+
+class DeliveryConfirmationMessage(_Envelope):
+    type: Literal["delivery_confirmation"]
+    data: DeliveryConfirmationData
+
+
+class SubscribedMessage(_Envelope):
+    type: Literal["subscribed"]
+    data: SubscribedData
+
+
+class UnsubscribedMessage(_Envelope):
+    type: Literal["unsubscribed"]
+    data: UnsubscribedData
+
+
+class ChannelMessageMessage(_Envelope):
+    type: Literal["channel_message"]
+    data: ChannelMessageData
+
+
+class PongMessage(_Envelope):
+    type: Literal["pong"]
+    data: PongData = Field(default_factory=PongData)
+
+
+_ClientUnion: TypeAlias = (
+    ConnectMessage
+    | SubscribeMessage
+    | UnsubscribeMessage
+    | PublishMessage
+    | PingMessage
+    | ClientErrorMessage
+)
+_ServerUnion: TypeAlias = (
+    ConnectionEstablishedMessage
+    | AuthSuccessMessage
+    | ErrorMessage
+    | DeliveryConfirmationMessage
+    | SubscribedMessage
+    | UnsubscribedMessage
+    | ChannelMessageMessage
+    | PongMessage
+)
+
+ClientMessage = Annotated[_ClientUnion, Field(discriminator="type")]
+ServerMessage = Annotated[_ServerUnion, Field(discriminator="type")]
+AnyMessage = Annotated[_ClientUnion | _ServerUnion, Field(discriminator="type")]
+
+CLIENT_MESSAGE_TYPES: tuple[str, ...] = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "ping",
+    "client_error",
+)
+SERVER_MESSAGE_TYPES: tuple[str, ...] = (
+    "connection_established",
+    "auth_success",
+    "error",
+    "delivery_confirmation",
+    "subscribed",
+    "unsubscribed",
+    "channel_message",
+    "pong",
+)
+
+_client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+_server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessage)
+_any_adapter: TypeAdapter[Any] = TypeAdapter(AnyMessage)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid Nova message.
+
+    ``details`` is JSON-serialisable and is what the server sends back in the
+    ``details`` of an ``invalid_message`` error.
+    """
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], direction: str) -> Any:
+    if isinstance(raw, (bytes, bytearray)):
+        raise ProtocolError(
+            "binary frames are not part of the Nova protocol; send JSON text frames",
+            {"frame": "binary", "length": len(raw)},
+        )
+    if isinstance(raw, str):
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(
+                f"frame is not valid JSON: {exc.msg} at position {exc.pos}",
+                {"json_error": exc.msg, "position": exc.pos},
+            ) from None
+    else:
+        obj = raw
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            f"frame must be a JSON object (the envelope), got {type(obj).__name__}",
+            {"got": type(obj).__name__},
+        )
+    known = CLIENT_MESSAGE_TYPES if direction == "client" else (
+        SERVER_MESSAGE_TYPES if direction == "server" else CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES
+    )
+    msg_type = obj.get("type")
+    if msg_type not in known:
+        raise ProtocolError(
+            f"unknown message type {msg_type!r}; expected one of: {', '.join(known)}",
+            {"type": msg_type, "expected": list(known)},
+        )
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        errors = [
+            {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{'.'.join(e['loc'][1:]) or '<root>'}: {e['msg']}" for e in errors)
+        raise ProtocolError(f"invalid {msg_type!r} message: {summary}", errors) from None
+
+
+def parse_client_message(raw: str | bytes | dict[str, Any]) -> _ClientUnion:
+    """Validate a client-to-server frame; raise :class:`ProtocolError` naming what is wrong."""
+    result: _ClientUnion = _parse(_client_adapter, raw, "client")
+    return result
+
+
+def parse_server_message(raw: str | bytes | dict[str, Any]) -> _ServerUnion:
+    """Validate a server-to-client frame; raise :class:`ProtocolError` naming what is wrong."""
+    result: _ServerUnion = _parse(_server_adapter, raw, "server")
+    return result
+
+
+def parse_any_message(raw: str | bytes | dict[str, Any]) -> _ClientUnion | _ServerUnion:
+    """Validate a frame of either direction."""
+    result: _ClientUnion | _ServerUnion = _parse(_any_adapter, raw, "any")
+    return result
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with milliseconds and a ``Z``, as browsers write it."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_message(
+    type: str, data: dict[str, Any] | None = None, *, client_id: str, id: str | None = None
+) -> dict[str, Any]:
+    """Build an envelope as a plain dict (validated: a wrong shape raises ProtocolError)."""
+    envelope: dict[str, Any] = {
+        "type": type,
+        "data": data if data is not None else {},
+        "timestamp": now_iso(),
+        "client_id": client_id,
+    }
+    if id is not None:
+        envelope["id"] = id
+    parse_any_message(envelope)
+    return envelope
+
+
+def new_id() -> str:
+    """A fresh random operation / message id."""
+    return uuid.uuid4().hex
+
+
+def is_valid_client_id(client_id: str) -> bool:
+    return bool(_CLIENT_ID_RE.match(client_id))
+
+
+def is_valid_channel(channel: str) -> bool:
+    return bool(_CHANNEL_RE.match(channel))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the protocol: client, server and any-direction unions."""
+    client = _client_adapter.json_schema(ref_template="#/$defs/{model}")
+    server = _server_adapter.json_schema(ref_template="#/$defs/{model}")
+    defs: dict[str, Any] = {}
+    defs.update(client.pop("$defs", {}))
+    defs.update(server.pop("$defs", {}))
+    defs["ClientMessage"] = client
+    defs["ServerMessage"] = server
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:nova:protocol:" + PROTOCOL_VERSION,
+        "title": f"Nova WebSocket protocol {PROTOCOL_VERSION}",
+        "description": (
+            "Every frame is a JSON text frame with the envelope "
+            "{type, data, timestamp, client_id, id?}; `type` selects the message."
+        ),
+        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
+        "$defs": defs,
+    }

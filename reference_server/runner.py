@@ -1,0 +1,133 @@
+"""Running the server: bound sockets, a background-thread runner, graceful shutdown.
+
+Ports are bound first and read back (``port=0`` gives an ephemeral port), and
+the bound socket itself is handed to uvicorn, so no other process can take
+the port between choosing and listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+__all__ = ["bind_socket", "NovaUvicornServer", "ServerThread", "uvicorn_config", "WS_IMPLEMENTATION"]
+
+#: uvicorn's WebSocket implementation: the websockets sans-I/O protocol
+#: (see docs/architecture.md for why).
+WS_IMPLEMENTATION = "websockets-sansio"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` (0 = ephemeral); the caller reads the port back."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot listen on {host}:{port}: {exc.strerror}; "
+            "pick another port (--port / NOVA_PORT) or stop the process using it",
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: Any, *, max_message_bytes: int, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        ws=WS_IMPLEMENTATION,
+        ws_max_size=max_message_bytes,
+        ws_per_message_deflate=True,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+class NovaUvicornServer(uvicorn.Server):
+    """uvicorn's server, closing WebSockets with 1001 (going away) before its own shutdown.
+
+    uvicorn itself would close live WebSockets with 1012 (service restart).
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, before_shutdown: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._before_shutdown is not None:
+            try:
+                await asyncio.wait_for(self._before_shutdown(), timeout=5)
+            except Exception:  # noqa: BLE001 - shutdown must go on; the error is logged
+                logging.getLogger("reference_server").exception("closing WebSockets failed")
+        await super().shutdown(sockets)
+
+
+class ServerThread:
+    """Run a uvicorn server on its own thread and event loop, on an already bound socket.
+
+    ``start()`` returns once the server accepts connections, or raises with
+    the startup error; ``stop()`` shuts it down gracefully within a deadline.
+    """
+
+    def __init__(
+        self,
+        server: uvicorn.Server,
+        sock: socket.socket,
+        *,
+        name: str = "nova-server",
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve(sockets=[self.sock]))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            self._error = exc
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(
+                    f"{self.name} failed to start on port {self.port}: {self._error!r}"
+                ) from self._error
+            if time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise TimeoutError(
+                    f"{self.name} did not start within {timeout:.0f} s on port {self.port}; "
+                    "check its log for a hanging startup (lifespan) step"
+                )
+            self._thread.join(0.01)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._thread is None:
+            return
+        self.server.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(5)
+        self._thread = None
+        if self._error is not None and not isinstance(self._error, (SystemExit, KeyboardInterrupt)):
+            raise RuntimeError(f"{self.name} crashed: {self._error!r}") from self._error

@@ -1,0 +1,96 @@
+"""Server settings: one object, read from ``NOVA_*`` environment variables.
+
+Resolution order: explicit keyword arguments (the CLI passes its flags this
+way) > environment (``NOVA_PORT=9000``) > defaults.  Complex values (API keys,
+origins) are JSON in the environment, e.g.
+``NOVA_API_KEYS='{"my-key": ["read", "write"]}'``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "DEFAULT_API_KEYS"]
+
+#: API key -> permissions.  ``admin`` may publish to ``announcements`` and use
+#: ``admin:*`` channels (see docs/protocol.md, "Access control").
+DEFAULT_API_KEYS: dict[str, list[str]] = {
+    "development": ["read", "write", "admin"],
+    "valid-test-key": ["read", "write"],
+}
+
+
+class Settings(BaseSettings):
+    """Every knob of the reference server.  Env prefix ``NOVA_``."""
+
+    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="API/WebSocket port; 0 = ephemeral.")
+    frontend_port: int | None = Field(
+        default=5173,
+        ge=0,
+        le=65535,
+        description="Second port serving only the browser page (a different origin); None = off.",
+    )
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_API_KEYS.items()},
+        description="API key -> permissions.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:5173", "http://127.0.0.1:5173"],
+        description="Browser origins allowed to open WebSockets, besides the server's own.",
+    )
+    max_message_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest frame accepted; bigger closes 1009."
+    )
+    rate_limit_per_second: float = Field(
+        default=100.0, gt=0, description="Sustained messages per second per connection."
+    )
+    rate_limit_burst: int = Field(default=200, ge=1, description="Token-bucket burst size.")
+    rate_limit_strikes: int = Field(
+        default=20,
+        ge=1,
+        description="Messages refused with rate_limited before the connection is closed 1008.",
+    )
+    auth_timeout_ms: int = Field(
+        default=10_000, ge=1, description="Time allowed between accept and `connect`; then 4002."
+    )
+    db: Path = Field(default=Path("nova.db"), description="SQLite database path (NOVA_DB).")
+    db_synchronous: str = Field(
+        default="NORMAL",
+        description=(
+            "SQLite synchronous mode. NORMAL (WAL) survives a killed process; "
+            "FULL also survives power loss at some throughput cost."
+        ),
+    )
+    test_mode: bool = Field(default=False, description="Enable /__harness fault control and test hooks.")
+    test_token: str = Field(
+        default_factory=lambda: secrets.token_urlsafe(16),
+        description="Value of the X-Harness-Token header the /__harness API requires.",
+    )
+    outbound_queue_size: int = Field(
+        default=1000, ge=1, description="Frames buffered per slow client before it is closed 1008."
+    )
+    recent_messages_limit: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("db_synchronous")
+    @classmethod
+    def _check_sync(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(
+                f"db_synchronous must be one of OFF, NORMAL, FULL, EXTRA; got {value!r}"
+            )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not value:
+            raise ValueError("api_keys is empty: no client could ever authenticate; add a key")
+        return value
