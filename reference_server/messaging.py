@@ -1,0 +1,52 @@
+"""Publishing: commit to storage first, then fan out.  Shared by WebSocket and REST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .hub import Hub
+from .protocol import now_iso
+from .storage import Storage, StoredMessage
+
+__all__ = ["publish", "channel_message_frame"]
+
+
+def channel_message_frame(msg: StoredMessage, *, to_client: str = "server") -> dict[str, Any]:
+    """The ``channel_message`` envelope for a stored message."""
+    return {
+        "type": "channel_message",
+        "data": {
+            "channel": msg.channel,
+            "seq": msg.seq,
+            "message_id": msg.message_id,
+            "sender": msg.sender,
+            "content": msg.content,
+            "sent_at": msg.sent_at,
+        },
+        "timestamp": now_iso(),
+        "client_id": to_client,
+    }
+
+
+async def publish(
+    storage: Storage,
+    hub: Hub,
+    channel: str,
+    *,
+    sender: str,
+    content: str,
+    message_id: str | None = None,
+) -> tuple[StoredMessage, bool]:
+    """Store a message and, when it is new, deliver it to every subscriber of ``channel``.
+
+    Returns the stored message and whether it was new; a repeated
+    ``message_id`` on the same channel is acknowledged again but not re-delivered.
+    The broadcast happens synchronously right after the commit, so subscribers
+    receive messages in seq order.
+    """
+    msg, created = await storage.append_message(
+        channel, sender=sender, content=content, message_id=message_id
+    )
+    if created:
+        hub.broadcast(channel, channel_message_frame(msg))
+    return msg, created
