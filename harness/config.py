@@ -1,0 +1,205 @@
+"""Configuration of the harness: everything that names the app under test.
+
+The reference app is the default; another project changes only what
+differs.  Each setting resolves in the order CLI option > environment
+variable > ini key > default (:func:`resolve_config`, a pure function).  The
+``ws_config`` fixture returns the resolved :class:`WsConfig`; a project can
+override that fixture to compute values in Python::
+
+    @pytest.fixture(scope="session")
+    def ws_config(ws_config):
+        return ws_config.replace(api_key="my-key", test_ids={"auth_status": "login-state"})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "Mode",
+    "TestIds",
+    "WsConfig",
+    "Setting",
+    "SETTINGS",
+    "resolve_config",
+]
+
+Mode = Literal["real", "synthetic"]
+
+
+@dataclass(frozen=True)
+class TestIds:
+    """The ``data-testid`` of every element the helper reads or drives."""
+
+    __test__ = False  # not a pytest test class
+
+    connection_status: str = "connection-status"
+    reconnect_info: str = "reconnect-info"
+    next_reconnect: str = "next-reconnect"
+    error_details: str = "error-details"
+    status_history: str = "status-history"
+    status_history_entry: str = "status-history-entry"
+    client_id: str = "client-id"
+    client_metadata: str = "client-metadata"
+    api_key_input: str = "api-key-input"
+    authenticate_button: str = "authenticate-button"
+    auth_status: str = "auth-status"
+    channel_input: str = "channel-input"
+    subscribe_button: str = "subscribe-button"
+    channel_list: str = "channel-list"
+    message_input: str = "message-input"
+    publish_button: str = "publish-button"
+    message_log: str = "message-log"
+    reconnect_button: str = "reconnect-button"
+    disconnect_button: str = "disconnect-button"
+
+    def replace(self, **changes: str) -> TestIds:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown test id name(s) {sorted(unknown)}; known: "
+                f"{', '.join(f.name for f in dataclasses.fields(self))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class WsConfig:
+    """Resolved harness configuration (see docs/plugin-reference.md for each field)."""
+
+    app: str | None = None
+    base_url: str | None = None
+    ws_path: str = "/debug/{client_id}"
+    page_path: str = "/?client_id={client_id}"
+    api_key: str = "valid-test-key"
+    mode: Mode = "real"
+    timeout: float = 5.0
+    seed: int = 1234
+    test_ids: TestIds = field(default_factory=TestIds)
+    harness_token: str | None = None
+
+    def replace(self, **changes: Any) -> WsConfig:
+        """A copy with ``changes``; ``test_ids`` may be a dict of the names to change."""
+        ids = changes.get("test_ids")
+        if isinstance(ids, Mapping):
+            changes["test_ids"] = self.test_ids.replace(**ids)
+        result = dataclasses.replace(self, **changes)
+        _validate(result)
+        return result
+
+    def ws_url(self, http_url: str, client_id: str) -> str:
+        """The WebSocket URL for ``client_id`` on a server at ``http_url``."""
+        scheme, rest = http_url.split("://", 1)
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        return f"{ws_scheme}://{rest.rstrip('/')}{self.ws_path.format(client_id=client_id)}"
+
+    def page_url(self, http_url: str, client_id: str) -> str:
+        return f"{http_url.rstrip('/')}{self.page_path.format(client_id=client_id)}"
+
+
+def _validate(config: WsConfig) -> None:
+    if config.mode not in get_args(Mode):
+        raise ConfigurationError(
+            f"ws mode must be one of {get_args(Mode)}, got {config.mode!r}; "
+            "use 'synthetic' for apps without a cooperating server"
+        )
+    if config.timeout <= 0:
+        raise ConfigurationError(f"ws timeout must be a positive number of seconds, got {config.timeout!r}")
+    if config.app and config.base_url:
+        raise ConfigurationError(
+            "--ws-app and --ws-base-url are exclusive: one runs an ASGI app in-process, "
+            "the other uses an app already running; pick one"
+        )
+    if config.app and ":" not in config.app:
+        raise ConfigurationError(
+            f"--ws-app must be 'module:attribute' (e.g. 'myproject.main:app'), got {config.app!r}"
+        )
+    if config.base_url and not config.base_url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"--ws-base-url must be an http(s) URL such as http://127.0.0.1:8000, got {config.base_url!r}"
+        )
+    if "{client_id}" not in config.ws_path:
+        raise ConfigurationError(f"ws_path must contain '{{client_id}}', got {config.ws_path!r}")
+    if "{client_id}" not in config.page_path:
+        raise ConfigurationError(f"ws_page_path must contain '{{client_id}}', got {config.page_path!r}")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _test_ids(text: str | list[str]) -> dict[str, str]:
+    items = text if isinstance(text, list) else text.replace(",", "\n").splitlines()
+    result: dict[str, str] = {}
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"test id entries are name=value, got {item!r}")
+        result[name.strip().replace("-", "_")] = value.strip()
+    return result
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its field, CLI flag, env variable, ini key and parser."""
+
+    field: str
+    option: str
+    env: str
+    ini: str
+    help: str
+    parse: Callable[[Any], Any] = str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("app", "--ws-app", "NOVA_WS_APP", "ws_app", "ASGI app under test as module:attr (default: the reference server)"),
+    Setting("base_url", "--ws-base-url", "NOVA_WS_BASE_URL", "ws_base_url", "use an app already running at this http(s) URL"),
+    Setting("ws_path", "--ws-path", "NOVA_WS_PATH", "ws_path", "WebSocket path pattern with {client_id} (default /debug/{client_id})"),
+    Setting("page_path", "--ws-page-path", "NOVA_WS_PAGE_PATH", "ws_page_path", "page path pattern with {client_id} (default /?client_id={client_id})"),
+    Setting("api_key", "--ws-api-key", "NOVA_WS_API_KEY", "ws_api_key", "API key tests authenticate with (default valid-test-key)"),
+    Setting("mode", "--ws-mode", "NOVA_WS_MODE", "ws_mode", "real (default: faults happen on the server) or synthetic (window events)"),
+    Setting("timeout", "--ws-timeout", "NOVA_WS_TIMEOUT", "ws_timeout", "default wait timeout in seconds (default 5)", float),
+    Setting("seed", "--ws-seed", "NOVA_WS_SEED", "ws_seed", "seed of the page's randomness (jitter) (default 1234)", int),
+    Setting("harness_token", "--ws-harness-token", "NOVA_WS_HARNESS_TOKEN", "ws_harness_token", "X-Harness-Token of an app already running in test mode"),
+    Setting("test_ids", "--ws-test-ids", "NOVA_WS_TEST_IDS", "ws_test_ids", "data-testid overrides as name=value, comma separated", _test_ids),
+)
+
+
+def resolve_config(
+    cli: Mapping[str, Any], env: Mapping[str, str], ini: Mapping[str, Any], base: WsConfig | None = None
+) -> WsConfig:
+    """Resolve every :data:`SETTINGS` entry: CLI > env > ini > default.
+
+    ``cli`` and ``ini`` are keyed by field name (``None``/empty means unset);
+    ``env`` is the process environment.  A value that does not parse raises
+    :class:`ConfigurationError` naming where it came from.
+    """
+    config = base or WsConfig()
+    changes: dict[str, Any] = {}
+    for setting in SETTINGS:
+        for source, value in (
+            (setting.option, cli.get(setting.field)),
+            (setting.env, env.get(setting.env)),
+            (f"ini {setting.ini}", ini.get(setting.field)),
+        ):
+            if value is None or value == "" or value == []:
+                continue
+            try:
+                changes[setting.field] = setting.parse(value) if isinstance(value, (str, list)) else value
+            except ValueError as exc:
+                raise ConfigurationError(f"{source}: invalid value {value!r}: {exc}") from None
+            break
+    return config.replace(**changes)
