@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = Hub()
     app.state.faults = FaultController()
     app.include_router(rest.router)
+    rest.install(app)
     app.include_router(ws.router)
     app.include_router(harness_api.router)
     web.install(app)
