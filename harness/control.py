@@ -1,0 +1,102 @@
+"""Client of the reference server's test-mode fault control API (``/__harness``).
+
+Thin: each method is one HTTP call; the decisions live in the server's pure
+``FaultController``.  An error response raises :class:`FaultControlError`
+with the server's explanation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from .errors import HarnessError
+
+__all__ = ["FaultControl", "FaultControlError"]
+
+
+class FaultControlError(HarnessError):
+    """The fault control API refused a request (wrong token, unknown client, bad value)."""
+
+
+class FaultControl:
+    """Server-depth faults for one server, keyed by client id."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers={"X-Harness-Token": token}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client (not a socket: see :meth:`close_socket`)."""
+        self._http.close()
+
+    def _call(self, method: str, path: str, json: Any = None) -> Any:
+        response = self._http.request(method, f"/__harness{path}", json=json)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise FaultControlError(
+                f"{method} /__harness{path} answered {response.status_code}: {detail}"
+                + (" (is the server in test mode?)" if response.status_code == 404 else "")
+            )
+        return response.json() if response.content else None
+
+    def _client(self, client_id: str) -> str:
+        return f"/clients/{client_id}"
+
+    # ------------------------------------------------------------ rules
+
+    def reject_handshakes(self, client_id: str, status: int = 503, count: int | None = None) -> Any:
+        """Answer the next ``count`` handshakes (all when None) with HTTP ``status``."""
+        return self._call("POST", f"{self._client(client_id)}/reject-handshakes", {"status": status, "count": count})
+
+    def hold_handshakes(self, client_id: str) -> Any:
+        """Hold handshakes open (the browser stays CONNECTING) until released."""
+        return self._call("POST", f"{self._client(client_id)}/hold-handshakes", {})
+
+    def release_handshakes(self, client_id: str) -> Any:
+        """Let held handshakes proceed (they are judged again: a reject rule still applies)."""
+        return self._call("POST", f"{self._client(client_id)}/release-handshakes", {})
+
+    def delay(self, client_id: str, ms: int, types: list[str] | None = None) -> Any:
+        """Send server-to-client frames ``ms`` later, in order."""
+        return self._call("POST", f"{self._client(client_id)}/delay", {"ms": ms, "types": types})
+
+    def drop(self, client_id: str, types: list[str] | None = None, count: int | None = None) -> Any:
+        """Discard server-to-client frames of ``types`` (all when None), ``count`` of them."""
+        return self._call("POST", f"{self._client(client_id)}/drop", {"types": types, "count": count})
+
+    # ------------------------------------------------------------ commands on the live socket
+
+    def close_socket(self, client_id: str, code: int = 1011, reason: str = "") -> Any:
+        """Close the client's live socket with ``code`` and ``reason``."""
+        return self._call("POST", f"{self._client(client_id)}/close", {"code": code, "reason": reason})
+
+    def abort(self, client_id: str) -> Any:
+        """Drop the client's TCP connection without a close frame (the browser sees 1006)."""
+        return self._call("POST", f"{self._client(client_id)}/abort", {})
+
+    def push(self, client_id: str, message: dict[str, Any], *, validate: bool = True) -> Any:
+        """Send ``message`` (a whole envelope) to the client as if the server had produced it."""
+        return self._call("POST", f"{self._client(client_id)}/push", {"message": message, "validate": validate})
+
+    # ------------------------------------------------------------ state
+
+    def clear(self, client_id: str | None = None) -> Any:
+        """Lift every rule for ``client_id`` (every client when None)."""
+        if client_id is None:
+            return self._call("DELETE", "/faults")
+        return self._call("DELETE", f"{self._client(client_id)}/faults")
+
+    def state(self) -> Any:
+        """Every active rule."""
+        return self._call("GET", "/faults")
+
+    def client_info(self, client_id: str) -> Any:
+        """Whether the client is connected and authenticated, and its subscriptions."""
+        return self._call("GET", self._client(client_id))

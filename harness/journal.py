@@ -1,0 +1,339 @@
+"""The frame journal: every frame of every socket a page opens, both directions.
+
+Playwright reports no frames for routed sockets, so the journal *is* the
+route: :meth:`FrameJournal.attach` installs a pass-through
+``page.route_web_socket`` that connects each page socket to the real server,
+records every frame with its time and connection index, validates it against
+the protocol models, and forwards it.  Closes are forwarded by Playwright's
+default forwarding, which keeps their codes and cleanliness exactly as the
+server sent them.
+
+Interceptors (message-depth faults) see each frame before it is forwarded and
+decide what to forward instead: nothing (drop), the frame twice (duplicate),
+or a rewritten frame.
+
+Directions are named from the page's point of view: ``sent`` (page to server,
+also ``to_server``) and ``received`` (server to page, also ``to_client``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .errors import ConfigurationError, WaitTimeoutError
+from .matching import Match, describe_frames, frame_matches
+
+__all__ = [
+    "Direction",
+    "Frame",
+    "FrameJournal",
+    "Interceptor",
+    "normalize_direction",
+    "ProtocolViolation",
+]
+
+Direction = Literal["sent", "received"]
+
+_ALIASES: dict[str, Direction] = {
+    "sent": "sent",
+    "to_server": "sent",
+    "received": "received",
+    "to_client": "received",
+}
+
+
+def normalize_direction(direction: str) -> Direction:
+    """Map ``sent``/``to_server`` and ``received``/``to_client`` to the journal's names."""
+    try:
+        return _ALIASES[direction]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown direction {direction!r}; use 'received' (or 'to_client') for frames the page "
+            "receives, 'sent' (or 'to_server') for frames the page sends"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One journaled frame."""
+
+    index: int
+    connection: int
+    direction: Direction
+    raw: str | bytes
+    message: dict[str, Any] | None
+    at: float
+    wall_time: str
+    url: str
+    violation: str | None = None
+
+    @property
+    def type(self) -> str | None:
+        return None if self.message is None else self.message.get("type")
+
+    def to_json(self) -> dict[str, Any]:
+        raw: Any = self.raw if isinstance(self.raw, str) else {"binary": self.raw.hex()}
+        return {
+            "index": self.index,
+            "connection": self.connection,
+            "direction": self.direction,
+            "time": self.wall_time,
+            "elapsed_s": round(self.at, 6),
+            "url": self.url,
+            "type": self.type,
+            "raw": raw,
+            "violation": self.violation,
+        }
+
+
+@dataclass(frozen=True)
+class ProtocolViolation:
+    frame: Frame
+    error: str
+
+
+class Interceptor(Protocol):
+    """Decides what to forward for a frame: return the payloads to send (``[]`` drops it)."""
+
+    def __call__(self, frame: Frame) -> Sequence[str | bytes] | None:
+        """``None`` means "not mine": forward unchanged (or let the next interceptor decide)."""
+
+
+Validator = Callable[[str | bytes], object]
+
+
+def _default_validator(raw: str | bytes) -> object:
+    from reference_server.protocol import parse_any_message
+
+    return parse_any_message(raw)
+
+
+class FrameJournal:
+    """Records, validates and forwards every WebSocket frame of a page.
+
+    Thread-safe; waits pump Playwright's event loop through ``pump`` (a
+    callable that lets the sync API dispatch events for a short while).
+    """
+
+    def __init__(
+        self,
+        *,
+        validate: bool = True,
+        validator: Validator | None = None,
+        pump: Callable[[float], None] | None = None,
+        default_timeout: float = 5.0,
+    ) -> None:
+        self.validate = validate
+        self._validator = validator or _default_validator
+        self._pump = pump
+        self.default_timeout = default_timeout
+        self._frames: list[Frame] = []
+        self._consumed: set[int] = set()
+        self._connections: list[str] = []
+        self._lock = threading.RLock()
+        self._t0 = time.monotonic()
+        self.interceptors: list[Interceptor] = []
+        self._routes: list[Any] = []
+
+    # ------------------------------------------------------------ capture
+
+    def attach(self, target: Any, url: str | Any = "**") -> None:
+        """Route every WebSocket of ``target`` (a Page or BrowserContext) matching ``url``."""
+        target.route_web_socket(url, self._on_socket)
+
+    def _on_socket(self, route: Any) -> None:
+        with self._lock:
+            connection = len(self._connections)
+            self._connections.append(route.url)
+        server = route.connect_to_server()
+        self._routes.append((route, server))
+        route.on_message(lambda raw: self._forward(connection, route.url, "sent", raw, server.send))
+        server.on_message(lambda raw: self._forward(connection, route.url, "received", raw, route.send))
+
+    def _forward(
+        self, connection: int, url: str, direction: Direction, raw: str | bytes, send: Callable[[Any], None]
+    ) -> None:
+        frame = self.record(connection, url, direction, raw)
+        payloads: Sequence[str | bytes] | None = None
+        for interceptor in list(self.interceptors):
+            payloads = interceptor(frame)
+            if payloads is not None:
+                break
+        for payload in (raw,) if payloads is None else payloads:
+            try:
+                send(payload)
+            except Exception:  # noqa: BLE001 - the socket closed meanwhile; the frame is journaled
+                return
+
+    def record(self, connection: int, url: str, direction: Direction, raw: str | bytes) -> Frame:
+        """Add a frame to the journal (validated when ``validate``); return it."""
+        message: dict[str, Any] | None = None
+        violation: str | None = None
+        if isinstance(raw, str):
+            try:
+                parsed = json.loads(raw)
+                message = parsed if isinstance(parsed, dict) else None
+            except json.JSONDecodeError:
+                message = None
+        if self.validate:
+            try:
+                self._validator(raw)
+            except ValueError as exc:
+                violation = str(exc)
+        with self._lock:
+            frame = Frame(
+                index=len(self._frames),
+                connection=connection,
+                direction=direction,
+                raw=raw,
+                message=message,
+                at=time.monotonic() - self._t0,
+                wall_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                url=url,
+                violation=violation,
+            )
+            self._frames.append(frame)
+        return frame
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def frames(self) -> list[Frame]:
+        """Every frame so far, in order."""
+        with self._lock:
+            return list(self._frames)
+
+    @property
+    def connections(self) -> list[str]:
+        """The URL of every socket the page opened, by connection index."""
+        with self._lock:
+            return list(self._connections)
+
+    def violations(self) -> list[ProtocolViolation]:
+        return [ProtocolViolation(f, f.violation) for f in self.frames if f.violation]
+
+    def messages(self, direction: str | None = None, type: str | None = None) -> list[dict[str, Any]]:
+        wanted = normalize_direction(direction) if direction else None
+        return [
+            f.message
+            for f in self.frames
+            if f.message is not None and (wanted is None or f.direction == wanted) and (type is None or f.type == type)
+        ]
+
+    def find(
+        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        unconsumed: bool = False,
+    ) -> list[Frame]:
+        """Frames matching, in order (all of them, or only not yet consumed by ``expect``)."""
+        wanted = normalize_direction(direction)
+        with self._lock:
+            return [
+                f for f in self._frames
+                if f.direction == wanted
+                and f.message is not None
+                and not (unconsumed and f.index in self._consumed)
+                and frame_matches(f.message, type=type, match=match)
+            ]
+
+    def expect(
+        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        timeout: float | None = None,
+    ) -> Frame:
+        """The first not-yet-expected matching frame, from history or arriving before the deadline.
+
+        Each frame satisfies one ``expect`` at most, so two calls for the same
+        type return two different frames.
+        """
+        normalize_direction(direction)
+        timeout = self.default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                hits = self.find(type, direction=direction, match=match, unconsumed=True)
+                if hits:
+                    self._consumed.add(hits[0].index)
+                    return hits[0]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                what = f"a {direction} frame" + (f" of type {type!r}" if type else "")
+                if match is not None:
+                    what += f" matching {match!r}"
+                raise WaitTimeoutError(
+                    f"expected {what} within {timeout:.1f} s; frames journaled ({len(self.frames)}):\n"
+                    f"{self.describe()}\nIf the frame is late, raise timeout=; if it never comes, "
+                    "check the server log and the page's status history."
+                )
+            self._wait(min(remaining, 0.05))
+
+    def expect_none(
+        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        within: float = 0.5,
+    ) -> None:
+        """Assert that no not-yet-expected matching frame is or gets journaled within ``within`` s."""
+        normalize_direction(direction)
+        deadline = time.monotonic() + within
+        while True:
+            hits = self.find(type, direction=direction, match=match, unconsumed=True)
+            if hits:
+                raise AssertionError(
+                    f"expected no {direction} frame{f' of type {type!r}' if type else ''} within {within} s, "
+                    f"got: {hits[0].raw if isinstance(hits[0].raw, str) else hits[0].raw!r}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wait(min(remaining, 0.05))
+
+    def _wait(self, seconds: float) -> None:
+        if self._pump is not None:
+            self._pump(seconds)
+        else:
+            time.sleep(seconds)
+
+    def describe(self, limit: int = 30) -> str:
+        shown = []
+        for f in self.frames[-limit:]:
+            arrow = "<-" if f.direction == "received" else "->"
+            raw = f.raw if isinstance(f.raw, str) else f"<binary {len(f.raw)} bytes>"
+            shown.append(f"  #{f.index} conn{f.connection} {arrow} {raw[:200]}")
+        if not shown:
+            return "  (none)"
+        return "\n".join(shown)
+
+    # ------------------------------------------------------------ checks and artifacts
+
+    def check(self) -> None:
+        """Raise AssertionError listing every frame that violated the protocol."""
+        bad = self.violations()
+        if not bad:
+            return
+        lines = [f"{len(bad)} frame(s) violated the protocol:"]
+        for v in bad[:10]:
+            raw = v.frame.raw if isinstance(v.frame.raw, str) else f"<binary {len(v.frame.raw)} bytes>"
+            lines.append(f"  #{v.frame.index} conn{v.frame.connection} {v.frame.direction}: {raw[:300]}")
+            lines.append(f"      {v.error}")
+        lines.append(
+            "Fix the sender, or mark the test with @pytest.mark.ws_allow_invalid_frames "
+            "if it sends bad frames on purpose."
+        )
+        raise AssertionError("\n".join(lines))
+
+    def write_jsonl(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as fh:
+            for frame in self.frames:
+                fh.write(json.dumps(frame.to_json()) + "\n")
+        return path
+
+    def clear_interceptors(self) -> None:
+        self.interceptors.clear()
+
+    def describe_messages(self, messages: Iterable[dict[str, Any]]) -> str:
+        return describe_frames(list(messages))
