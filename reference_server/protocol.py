@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -92,6 +92,8 @@ CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}(:[A-Za-z0-9_-]{1,64})?$"
 
 _CLIENT_ID_RE = re.compile(CLIENT_ID_PATTERN)
 _CHANNEL_RE = re.compile(CHANNEL_PATTERN)
+#: The start of an ISO-8601 date-time (``2025-01-01T12:00``); the rest is pydantic's to check.
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
 
 class CloseCode(IntEnum):
@@ -250,6 +252,19 @@ class _Envelope(BaseModel):
         description="Operation id chosen by the sender; replies about it carry it back.",
     )
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _iso_timestamp(cls, value: Any) -> Any:
+        # pydantic alone would also take 1700000000, "1700000000" and "2025-01-01".
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not _TIMESTAMP_RE.match(value):
+            raise ValueError(
+                f"timestamp must be an ISO-8601 date-time string such as "
+                f"'2025-01-01T12:00:00.000Z', got {value!r}"
+            )
+        return value
+
 
 class ConnectMessage(_Envelope):
     type: Literal["connect"]
@@ -389,14 +404,32 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], directi
         )
     if isinstance(raw, str):
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             raise ProtocolError(
                 f"frame is not valid JSON: {exc.msg} at position {exc.pos}",
                 {"json_error": exc.msg, "position": exc.pos},
             ) from None
+        except _NonStandardJSON as exc:
+            raise ProtocolError(
+                f"frame is not valid JSON: {exc.constant} is not a JSON value "
+                "(JSON has no NaN or Infinity; send null or a string)",
+                {"json_error": f"{exc.constant} is not a JSON value"},
+            ) from None
+        # Text frames are UTF-8, so a lone surrogate comes from a \uD8xx escape
+        # (or from a Python caller's str).
+        check_surrogates = "\\u" in raw or not raw.isascii()
     else:
         obj = raw
+        check_surrogates = True
+    if check_surrogates:
+        where = _lone_surrogate(obj)
+        if where is not None:
+            raise ProtocolError(
+                f"frame holds a lone UTF-16 surrogate at {where}: not valid Unicode text; "
+                "escape characters outside the BMP as a surrogate pair",
+                {"loc": [] if where == "<root>" else where.split(".")},
+            )
     if not isinstance(obj, dict):
         raise ProtocolError(
             f"frame must be a JSON object (the envelope), got {type(obj).__name__}",
@@ -420,6 +453,39 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], directi
         ]
         summary = "; ".join(f"{'.'.join(e['loc'][1:]) or '<root>'}: {e['msg']}" for e in errors)
         raise ProtocolError(f"invalid {msg_type!r} message: {summary}", errors) from None
+
+
+class _NonStandardJSON(ValueError):
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (RFC 8259) and browsers do not.
+    raise _NonStandardJSON(name)
+
+
+def _lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "<root>"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            found = _lone_surrogate(key, sub) or _lone_surrogate(item, sub)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def parse_client_message(raw: str | bytes | dict[str, Any]) -> _ClientUnion:
