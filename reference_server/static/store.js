@@ -134,7 +134,9 @@ export function resolveSettings(config, pageUrl, storage = null) {
     if (JITTER_MODES.includes(jitterParam)) jitter = jitterParam;
     else problems.push(`?jitter=${jitterParam} ignored: expected one of ${JITTER_MODES.join(', ')}`);
   }
+  // Seed precedence: ?seed= > window.__NOVA_WS_SEED (an init script, as the harness does) > config.
   let seed = config.seed ?? null;
+  if (Number.isInteger(globalThis.__NOVA_WS_SEED)) seed = globalThis.__NOVA_WS_SEED;
   const seedParam = params.get('seed');
   if (seedParam !== null && seedParam !== '') {
     if (Number.isInteger(Number(seedParam))) seed = Number(seedParam);
@@ -221,7 +223,7 @@ export function createStore(settings, deps = {}) {
     reconnectAttempts: 0,
     lastReconnect: null,
     nextReconnectDelay: null,
-    nextReconnectAt: null,
+    nextReconnectAt: null, // epoch ms (Date.now() based, so Playwright's clock moves it)
     autoReconnect: true,
     statusHistory: [],
     authStatus: 'idle', // idle | authenticating | authenticated | failed
@@ -501,7 +503,7 @@ export function createStore(settings, deps = {}) {
   function scheduleReconnect(delay) {
     clearReconnectTimer();
     state.nextReconnectDelay = delay;
-    state.nextReconnectAt = new Date(Date.now() + delay).toISOString();
+    state.nextReconnectAt = Date.now() + delay;
     reconnectTimer = setTimeout(() => {
       reconnectTimer = null;
       state.nextReconnectDelay = null;

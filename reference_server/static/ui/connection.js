@@ -46,7 +46,7 @@ export function mount(root, store) {
     memo((s) => [s.nextReconnectDelay, s.nextReconnectAt, s.autoReconnect, s.status], ([delay, at, auto]) => {
       next.dataset.delayMs = delay ?? '';
       if (delay !== null) {
-        next.replaceChildren(`Next reconnect in ${delay} ms (at `, timeEl(at), ')');
+        next.replaceChildren(`Next reconnect in ${delay} ms (at `, timeEl(new Date(at).toISOString()), ')');
       } else if (!auto) {
         next.textContent = 'Automatic reconnection is off: use Reconnect or Authenticate';
       } else {

@@ -27,12 +27,13 @@ export function mount(root, store) {
   const log = byTestId(root, 'message-log');
   const empty = byTestId(root, 'message-empty');
   const queue = byTestId(root, 'offline-queue');
-  let channelTouched = false;
-
-  channel.addEventListener('input', () => { channelTouched = channel.value.trim() !== ''; });
-  root.addEventListener('nova:subscribed', (event) => {
-    if (!channelTouched) channel.value = event.detail;
+  // "To channel" follows whichever channel field was edited last: typing in the
+  // Channels card's input (or subscribing) retargets the composer.
+  const channelInput = byTestId(root, 'channel-input');
+  channelInput.addEventListener('input', () => {
+    if (channelInput.value.trim()) channel.value = channelInput.value.trim();
   });
+  root.addEventListener('nova:subscribed', (event) => { channel.value = event.detail; });
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const target = channel.value.trim() || store.settings.defaultChannel;
