@@ -58,5 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rest.install(app)
     app.include_router(ws.router)
     app.include_router(harness_api.router)
+    app.add_middleware(ws.TransportCaptureMiddleware)
     web.install(app)
     return app

@@ -1,5 +1,832 @@
+"""The WebSocket endpoint ``/debug/{client_id}``: handshake, authentication, channels.
+
+Life of a connection (the protocol itself is in docs/protocol.md):
+
+1. **Origin** (Cross-Site WebSocket Hijacking): before accepting, the ``Origin``
+   header must be absent (non-browser clients), the server's own origin
+   (``http://`` or ``https://`` + the ``Host`` header) or one of
+   ``settings.allowed_origins``; anything else gets HTTP 403.
+2. **Handshake faults** (test mode only): the fault controller may reject the
+   handshake with an HTTP status or hold it (the browser stays CONNECTING)
+   until a test releases it; a client that goes away while held is forgotten.
+3. **Accept.**  An invalid client id is then told why (``error``
+   ``validation_error``) and closed with 1008, so a browser sees the code.
+   Otherwise the server sends ``connection_established``.
+4. **Authentication** is the ``connect`` message; API keys are compared in
+   constant time against every configured key.  Wrong key: ``error``
+   ``auth_failed`` then close 4001.  No ``connect`` within
+   ``settings.auth_timeout_ms``: close 4002.  Anything else first: ``error``
+   ``not_authenticated``, connection kept.  A second ``connect`` on an
+   authenticated connection gets ``error`` ``already_authenticated`` and
+   changes nothing (a connection never changes identity or permissions; open
+   a new one to use another key).
+5. **Registration in the hub happens on successful authentication**, so an
+   unauthenticated socket cannot kick out an authenticated user.  Then an
+   older connection with the same client id is closed with 4003 "replaced by
+   a newer connection".
+
+Messages are handled one at a time per connection, in arrival order, by one
+handler per type (:class:`_Session`).  Bad input (invalid JSON, unknown type,
+schema violation, binary frame) gets ``error`` ``invalid_message`` and never
+closes the connection.  Frames over ``settings.max_message_bytes`` are closed
+with 1009 by uvicorn itself (``ws_max_size``, set by the runner).  A token
+bucket per connection answers ``rate_limited`` and closes with 1008 "rate
+limit exceeded" when the flood goes on (:mod:`reference_server.ratelimit`).
+
+Outbound: each connection is a :class:`Connection` (a :class:`hub.Peer`) with
+a bounded queue drained by its own writer task, so a slow subscriber never
+blocks a publisher: fan-out enqueues without waiting and a full queue closes
+the slow connection with 1008 "slow consumer".  Replies to a connection's own
+requests wait for queue space instead (back-pressure on that client only).
+Every frame is re-addressed to its recipient (``client_id`` in the envelope).
+The writer asks the fault controller about every frame (drop / delay) in
+test mode.
+
+Aborting a connection (``transport.abort()``: no close frame, the browser
+sees 1006) needs uvicorn's transport; :class:`TransportCaptureMiddleware`
+records the server protocol object that owns it into the scope.  Under a
+server that does not expose it, abort falls back to closing with 1011 and
+logs a warning.
+"""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.datastructures import State
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import messaging
+from .access import Action, channel_problem, check_access, client_id_problem, required_permission
+from .faults import Accept, FaultController, Hold, Reject
+from .hub import Hub
+from .protocol import (
+    CHANNEL_PATTERN,
+    CLIENT_ID_PATTERN,
+    PROTOCOL_VERSION,
+    ClientErrorMessage,
+    CloseCode,
+    ConnectMessage,
+    ErrorCode,
+    PingMessage,
+    ProtocolError,
+    PublishMessage,
+    SubscribeMessage,
+    UnsubscribeMessage,
+    now_iso,
+    parse_client_message,
+)
+from .ratelimit import TokenBucket, Verdict
+from .settings import Settings
+from .storage import Storage
+
+__all__ = [
+    "router",
+    "Connection",
+    "ConnectionRegistry",
+    "TransportCaptureMiddleware",
+    "TRANSPORT_OWNER_KEY",
+    "connection_registry",
+    "origin_allowed",
+]
+
+log = logging.getLogger("reference_server.ws")
+client_error_log = logging.getLogger("reference_server.client_errors")
 
 router = APIRouter()
+
+#: Scope key under which :class:`TransportCaptureMiddleware` stores the server's
+#: protocol object (uvicorn's, which has ``.transport``).
+TRANSPORT_OWNER_KEY = "nova.transport_owner"
+
+#: How long a close may take (queued frames, then the close frame) before the
+#: TCP connection is aborted instead.
+CLOSE_DEADLINE_S = 5.0
+
+REPLACED_REASON = "replaced by a newer connection"
+SLOW_CONSUMER_REASON = "slow consumer"
+RATE_LIMIT_REASON = "rate limit exceeded"
+
+
+# ----------------------------------------------------------------- middleware
+
+
+class TransportCaptureMiddleware:
+    """Pure ASGI middleware recording the server protocol object of WebSocket scopes.
+
+    uvicorn hands the application its protocol's bound ``send`` method, whose
+    ``__self__`` owns the asyncio transport.  Stored as
+    ``scope["nova.transport_owner"]``; absent under other servers.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            owner = getattr(send, "__self__", None)
+            if owner is not None and hasattr(owner, "transport"):
+                scope = {**scope, TRANSPORT_OWNER_KEY: owner}
+        await self.app(scope, receive, send)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:
+    """Whether a handshake with this ``Origin`` may proceed.
+
+    No origin (a non-browser client) passes; so does the server's own origin
+    (``http://`` or ``https://`` followed by the ``Host`` header) and every
+    origin in ``allowed``.  Comparison ignores case and a trailing slash.
+    """
+    if origin is None:
+        return True
+    wanted = origin.strip().rstrip("/").lower()
+    if host:
+        own = host.strip().lower()
+        if wanted in (f"http://{own}", f"https://{own}"):
+            return True
+    return wanted in {a.strip().rstrip("/").lower() for a in allowed}
+
+
+def _close_reason(reason: str) -> str:
+    """Trim a close reason to the 123 bytes a close frame can carry."""
+    data = reason.encode("utf-8")
+    if len(data) <= 123:
+        return reason
+    return data[:123].decode("utf-8", errors="ignore")
+
+
+def _dumps(message: Any) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def _frame(
+    type: str, data: dict[str, Any], client_id: str, id: str | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": type, "data": data, "timestamp": now_iso(), "client_id": client_id}
+    if id is not None:
+        frame["id"] = id
+    return frame
+
+
+def _operation_id(raw: str | bytes) -> str | None:
+    """Best effort: the ``id`` of a frame that failed validation, to echo in the error."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    op = obj.get("id") if isinstance(obj, dict) else None
+    return op if isinstance(op, str) else None
+
+
+# ----------------------------------------------------------------- connection
+
+
+@dataclass(frozen=True)
+class _Out:
+    """One queued outbound frame.  ``forced`` frames (harness pushes) skip fault rules."""
+
+    payload: Any
+    type: str
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class _CloseItem:
+    code: int
+    reason: str
+
+
+class Connection:
+    """One accepted WebSocket: the hub's :class:`~reference_server.hub.Peer`.
+
+    ``enqueue`` never waits (fan-out); ``send`` waits for queue space (replies).
+    ``close`` is idempotent and safe after the client went away.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        client_id: str,
+        *,
+        queue_size: int,
+        faults: FaultController | None = None,
+    ) -> None:
+        self.websocket = websocket
+        self.client_id = client_id
+        self.connected_at = now_iso()
+        self.authenticated = False
+        self.metadata: dict[str, Any] | None = None
+        self.permissions: frozenset[str] = frozenset()
+        self.close_code: int | None = None
+        self._faults = faults
+        self._queue: asyncio.Queue[_Out | _CloseItem] = asyncio.Queue(maxsize=queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._dead = False
+        self._aborted = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.client_id!r} authenticated={self.authenticated} closing={self.closing}>"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the writer task (call once, right after accept)."""
+        self._writer = asyncio.create_task(self._write_loop(), name=f"nova-ws-writer:{self.client_id}")
+
+    @property
+    def closing(self) -> bool:
+        """True once a close or abort was requested, or the socket is gone: sends are ignored."""
+        return self._closing is not None or self._dead or self._aborted
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def request_close(self, code: int, reason: str = "", *, urgent: bool = False) -> asyncio.Task[None]:
+        """Start closing (idempotent; the first request wins) and return the closing task.
+
+        Ordered (default): frames already queued go first, then the close
+        frame.  ``urgent``: queued frames are discarded and the close frame
+        goes now.  Either way a close that cannot be sent within
+        :data:`CLOSE_DEADLINE_S` aborts the TCP connection.
+        """
+        if self._closing is None:
+            self.close_code = code
+            self._closing = asyncio.create_task(
+                self._close_flow(code, _close_reason(reason), urgent),
+                name=f"nova-ws-close:{self.client_id}",
+            )
+        return self._closing
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close after the queued frames and wait until the close frame is sent (hub.Peer)."""
+        await asyncio.shield(self.request_close(code, reason))
+
+    def abort(self) -> bool:
+        """Drop the TCP connection with no close frame (the client sees 1006).
+
+        Returns False when the server does not expose its transport; the
+        connection is then closed with 1011 instead and a warning logged.
+        """
+        owner = self.websocket.scope.get(TRANSPORT_OWNER_KEY)
+        transport = getattr(owner, "transport", None)
+        if transport is None or not hasattr(transport, "abort"):
+            log.warning(
+                "cannot abort %s: the ASGI server does not expose its transport "
+                "(TransportCaptureMiddleware needs uvicorn); closing with 1011 instead",
+                self.client_id,
+            )
+            self.request_close(CloseCode.INTERNAL_ERROR, "connection aborted", urgent=True)
+            return False
+        self._aborted = True
+        self.close_code = CloseCode.ABNORMAL
+        if self._writer is not None:
+            self._writer.cancel()
+        transport.abort()
+        return True
+
+    async def finish(self) -> None:
+        """Called by the endpoint once the client is gone: stop the writer, end any close."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            await asyncio.wait({self._writer})
+
+    # ------------------------------------------------------------ sending
+
+    def _addressed(self, message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("client_id") == self.client_id:
+            return message
+        addressed = dict(message)
+        addressed["client_id"] = self.client_id
+        return addressed
+
+    def enqueue(self, message: dict[str, Any]) -> None:
+        """Queue a frame without waiting; a full queue closes this connection 1008 "slow consumer"."""
+        if self.closing:
+            return
+        try:
+            self._queue.put_nowait(_Out(self._addressed(message), str(message.get("type"))))
+        except asyncio.QueueFull:
+            log.warning(
+                "closing %s: its outbound queue is full (%d frames); it reads too slowly",
+                self.client_id,
+                self._queue.maxsize,
+            )
+            self.request_close(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER_REASON, urgent=True)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Queue a reply, waiting for queue space (back-pressure on this client only)."""
+        if self.closing:
+            return
+        await self._queue.put(_Out(self._addressed(message), str(message.get("type"))))
+
+    def push(self, payload: Any) -> bool:
+        """Queue a frame exactly as given (a dict/JSON value, or raw text), bypassing fault rules.
+
+        Returns False when the connection is closing or its queue is full.
+        """
+        if self.closing:
+            return False
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        try:
+            self._queue.put_nowait(_Out(payload, str(kind), forced=True))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _CloseItem):
+                    await self._send_close(item.code, item.reason)
+                    return
+                if not item.forced and self._faults is not None:
+                    decision = self._faults.outbound(self.client_id, item.type)
+                    if not decision.deliver:
+                        continue
+                    if decision.delay_ms:
+                        await asyncio.sleep(decision.delay_ms / 1000)
+                payload = item.payload
+                await self.websocket.send_text(payload if isinstance(payload, str) else _dumps(payload))
+        except (OSError, RuntimeError, Exception) as exc:  # noqa: BLE001 - the socket is gone
+            log.debug("writer of %s stopped: %r", self.client_id, exc)
+        finally:
+            self._dead = True
+            while not self._queue.empty():  # wake senders waiting for space
+                self._queue.get_nowait()
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        try:
+            await self.websocket.close(code, reason)
+        except Exception as exc:  # noqa: BLE001 - already closed or disconnected
+            log.debug("close %s of %s not sent: %r", code, self.client_id, exc)
+
+    async def _close_flow(self, code: int, reason: str, urgent: bool) -> None:
+        writer = self._writer
+        if writer is None:
+            await self._send_close(code, reason)
+            return
+        if writer.done():
+            return
+        if not urgent:
+            try:
+                self._queue.put_nowait(_CloseItem(code, reason))
+            except asyncio.QueueFull:
+                urgent = True
+        if urgent:
+            writer.cancel()
+            await asyncio.wait({writer})
+            try:
+                await asyncio.wait_for(self._send_close(code, reason), CLOSE_DEADLINE_S)
+            except TimeoutError:
+                self._abort_after_deadline(code)
+            return
+        done, _ = await asyncio.wait({writer}, timeout=CLOSE_DEADLINE_S)
+        if not done:
+            writer.cancel()
+            self._abort_after_deadline(code)
+
+    def _abort_after_deadline(self, code: int) -> None:
+        log.warning(
+            "close %s of %s not sent within %.0f s (client not reading?); aborting the connection",
+            code,
+            self.client_id,
+            CLOSE_DEADLINE_S,
+        )
+        owner = self.websocket.scope.get(TRANSPORT_OWNER_KEY)
+        transport = getattr(owner, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    # ------------------------------------------------------------ introspection
+
+    def info(self, hub: Hub) -> dict[str, Any]:
+        """What the harness API reports about this connection."""
+        return {
+            "client_id": self.client_id,
+            "connected_at": self.connected_at,
+            "authenticated": self.authenticated,
+            "metadata": self.metadata,
+            "subscriptions": hub.subscriptions(self),
+            "queued_frames": self.queued,
+            "closing": self.closing,
+        }
+
+
+class ConnectionRegistry:
+    """Every accepted connection, authenticated or not, by client id (oldest first).
+
+    The hub only knows authenticated peers; the harness API needs the others too.
+    """
+
+    def __init__(self) -> None:
+        self._by_client: dict[str, list[Connection]] = {}
+
+    def add(self, conn: Connection) -> None:
+        self._by_client.setdefault(conn.client_id, []).append(conn)
+
+    def remove(self, conn: Connection) -> None:
+        conns = self._by_client.get(conn.client_id)
+        if conns is not None and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self._by_client[conn.client_id]
+
+    def for_client(self, client_id: str) -> list[Connection]:
+        return list(self._by_client.get(client_id, []))
+
+    def current(self, client_id: str) -> Connection | None:
+        """The newest connection of ``client_id`` that is not closing, if any."""
+        for conn in reversed(self._by_client.get(client_id, [])):
+            if not conn.closing:
+                return conn
+        return None
+
+    def all(self) -> list[Connection]:
+        return [c for conns in self._by_client.values() for c in conns]
+
+
+def connection_registry(state: State) -> ConnectionRegistry:
+    """The registry on ``app.state.connections``, created on first use."""
+    registry: ConnectionRegistry | None = getattr(state, "connections", None)
+    if registry is None:
+        registry = ConnectionRegistry()
+        state.connections = registry
+    return registry
+
+
+# ----------------------------------------------------------------- session
+
+
+_Handler = Callable[[Any], Awaitable[None]]
+
+
+class _Session:
+    """Reads one connection's frames and dispatches them to one handler per type."""
+
+    def __init__(self, conn: Connection, state: State) -> None:
+        self.conn = conn
+        self.settings: Settings = state.settings
+        self.storage: Storage = state.storage
+        self.hub: Hub = state.hub
+        self.bucket = TokenBucket(
+            rate=self.settings.rate_limit_per_second,
+            burst=self.settings.rate_limit_burst,
+            max_strikes=self.settings.rate_limit_strikes,
+        )
+        self.handlers: dict[str, _Handler] = {
+            "connect": self.on_connect,
+            "subscribe": self.on_subscribe,
+            "unsubscribe": self.on_unsubscribe,
+            "publish": self.on_publish,
+            "ping": self.on_ping,
+            "client_error": self.on_client_error,
+        }
+        self._replaced: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ replies
+
+    async def reply(self, type: str, data: dict[str, Any], *, id: str | None = None) -> None:
+        await self.conn.send(_frame(type, data, self.conn.client_id, id))
+
+    async def error(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        operation_id: str | None = None,
+        details: Any = None,
+    ) -> None:
+        data = {"code": code.value, "message": message, "operation_id": operation_id, "details": details}
+        await self.reply("error", data, id=operation_id)
+
+    # ------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Greet, then handle frames until the client is gone."""
+        await self.reply(
+            "connection_established",
+            {
+                "client_id": self.conn.client_id,
+                "auth_timeout_ms": self.settings.auth_timeout_ms,
+                "protocol_version": PROTOCOL_VERSION,
+                "server_time": now_iso(),
+            },
+        )
+        watchdog = asyncio.create_task(self._auth_watchdog(), name=f"nova-ws-auth:{self.conn.client_id}")
+        try:
+            while True:
+                event = await self.conn.websocket.receive()
+                if event["type"] == "websocket.disconnect":
+                    return
+                if self.conn.closing:
+                    continue  # closing: the client's late frames are not answered
+                await self._on_frame(event)
+        finally:
+            watchdog.cancel()
+
+    async def _auth_watchdog(self) -> None:
+        await asyncio.sleep(self.settings.auth_timeout_ms / 1000)
+        if not self.conn.authenticated:
+            log.info("closing %s: no connect within %d ms", self.conn.client_id, self.settings.auth_timeout_ms)
+            self.conn.request_close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+
+    async def _on_frame(self, event: dict[str, Any]) -> None:
+        verdict = self.bucket.take(time.monotonic())
+        if verdict is not Verdict.ADMIT:
+            await self.error(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages: at most {self.settings.rate_limit_per_second:g}/s sustained "
+                f"(burst {self.settings.rate_limit_burst}); slow down, this message was dropped",
+                details={"strikes": self.bucket.strikes, "max_strikes": self.bucket.max_strikes},
+            )
+            if verdict is Verdict.CLOSE:
+                log.warning("closing %s: %s", self.conn.client_id, RATE_LIMIT_REASON)
+                self.conn.request_close(CloseCode.POLICY_VIOLATION, RATE_LIMIT_REASON)
+            return
+        raw: str | bytes = event["text"] if event.get("text") is not None else event.get("bytes") or b""
+        try:
+            msg = parse_client_message(raw)
+        except ProtocolError as exc:
+            await self.error(
+                ErrorCode.INVALID_MESSAGE, exc.message, operation_id=_operation_id(raw), details=exc.details
+            )
+            return
+        if not self.conn.authenticated and msg.type != "connect":
+            await self.error(
+                ErrorCode.NOT_AUTHENTICATED,
+                f"not authenticated: send 'connect' with your api_key before {msg.type!r}",
+                operation_id=msg.id,
+            )
+            return
+        try:
+            await self.handlers[msg.type](msg)
+        except Exception:
+            log.exception("handling %r from %s failed", msg.type, self.conn.client_id)
+            await self.error(
+                ErrorCode.INTERNAL_ERROR,
+                f"the server failed to handle this {msg.type!r}; see the server log",
+                operation_id=msg.id,
+            )
+
+    # ------------------------------------------------------------ handlers
+
+    def _permissions_for(self, api_key: str) -> list[str] | None:
+        """The key's permissions, comparing against every key in constant time."""
+        candidate = api_key.encode("utf-8")
+        found: list[str] | None = None
+        for key, permissions in self.settings.api_keys.items():
+            if hmac.compare_digest(key.encode("utf-8"), candidate) and found is None:
+                found = permissions
+        return found
+
+    async def on_connect(self, msg: ConnectMessage) -> None:
+        if self.conn.authenticated:
+            await self.error(
+                ErrorCode.ALREADY_AUTHENTICATED,
+                "this connection is already authenticated; open a new connection to use another key",
+                operation_id=msg.id,
+            )
+            return
+        permissions = self._permissions_for(msg.data.api_key)
+        if permissions is None:
+            await self.error(
+                ErrorCode.AUTH_FAILED,
+                "authentication failed: the api_key is not one of the server's keys "
+                "(settings.api_keys / NOVA_API_KEYS)",
+                operation_id=msg.id,
+            )
+            self.conn.request_close(CloseCode.AUTH_FAILED, "authentication failed")
+            return
+        metadata = {"type": msg.data.metadata.type, "permissions": list(permissions), "created": now_iso()}
+        self.conn.authenticated = True
+        self.conn.metadata = metadata
+        self.conn.permissions = frozenset(permissions)
+        previous = self.hub.register(self.conn)
+        if previous is not None:
+            log.info("client %s reconnected: closing its older connection with 4003", self.conn.client_id)
+            if isinstance(previous, Connection):
+                previous.request_close(CloseCode.REPLACED, REPLACED_REASON)
+            else:  # a foreign Peer implementation
+                task = asyncio.create_task(previous.close(CloseCode.REPLACED, REPLACED_REASON))
+                self._replaced.add(task)
+                task.add_done_callback(self._replaced.discard)
+        await self.reply("auth_success", {"client_id": self.conn.client_id, "metadata": metadata}, id=msg.id)
+
+    async def _channel_allowed(self, channel: str, action: Action | None, operation_id: str | None) -> bool:
+        problem = channel_problem(channel)
+        if problem is not None:
+            await self.error(
+                ErrorCode.VALIDATION_ERROR,
+                problem,
+                operation_id=operation_id,
+                details={"channel": channel, "pattern": CHANNEL_PATTERN},
+            )
+            return False
+        if action is None:
+            return True
+        denied = check_access(channel, action, self.conn.permissions)
+        if denied is not None:
+            await self.error(
+                ErrorCode.FORBIDDEN,
+                denied,
+                operation_id=operation_id,
+                details={
+                    "channel": channel,
+                    "action": action,
+                    "required": required_permission(channel, action),
+                },
+            )
+            return False
+        return True
+
+    async def on_subscribe(self, msg: SubscribeMessage) -> None:
+        """Subscribe, replay the backlog after ``since_seq``, then go live: no gap, no duplicate.
+
+        The hub buffers live messages from the moment of ``hub.subscribe``; the
+        backlog is read afterwards, so together they cover every seq.  The
+        stream position sent in ``subscribed.last_seq`` is the last replayed
+        seq (or, with nothing to replay, the channel's last seq, capped by
+        ``since_seq``); buffered messages after it follow ``subscribed``.
+        """
+        channel = msg.data.channel
+        if not await self._channel_allowed(channel, "subscribe", msg.id):
+            return
+        sub = self.hub.subscribe(self.conn, channel)
+        position = await self.storage.last_seq(channel)
+        since = msg.data.since_seq
+        if since is not None:
+            backlog = await self.storage.messages_since(channel, since)
+            for stored in backlog:
+                await self.conn.send(messaging.channel_message_frame(stored))
+            position = backlog[-1].seq if backlog else min(since, position)
+        await self.reply("subscribed", {"channel": channel, "last_seq": position}, id=msg.id)
+        for frame in sub.go_live(after_seq=position):  # no await in between: order kept
+            self.conn.enqueue(frame)
+
+    async def on_unsubscribe(self, msg: UnsubscribeMessage) -> None:
+        """Idempotent: unsubscribing from a channel one is not subscribed to is answered too."""
+        channel = msg.data.channel
+        if not await self._channel_allowed(channel, None, msg.id):
+            return
+        self.hub.unsubscribe(self.conn, channel)
+        await self.reply("unsubscribed", {"channel": channel}, id=msg.id)
+
+    async def on_publish(self, msg: PublishMessage) -> None:
+        """Commit, fan out, then confirm; a repeated ``id`` is confirmed again, not re-sent."""
+        channel = msg.data.channel
+        if not await self._channel_allowed(channel, "publish", msg.id):
+            return
+        stored, _created = await messaging.publish(
+            self.storage,
+            self.hub,
+            channel,
+            sender=self.conn.client_id,
+            content=msg.data.content,
+            message_id=msg.id,
+        )
+        await self.reply(
+            "delivery_confirmation",
+            {"message_id": stored.message_id, "channel": stored.channel, "seq": stored.seq},
+            id=msg.id,
+        )
+
+    async def on_ping(self, msg: PingMessage) -> None:
+        await self.reply("pong", {"server_time": now_iso()}, id=msg.id)
+
+    async def on_client_error(self, msg: ClientErrorMessage) -> None:
+        """Log and store the client's report (``GET /api/client-errors``); no reply."""
+        client_error_log.warning(
+            "client %s reported an error: %s (context: %s)",
+            self.conn.client_id,
+            msg.data.message,
+            _dumps(msg.data.context),
+        )
+        await self.storage.add_client_error(self.conn.client_id, msg.data.message, msg.data.context)
+
+
+# ----------------------------------------------------------------- endpoint
+
+
+async def _deny(websocket: WebSocket, status: int, body: str) -> None:
+    """Refuse the handshake with an HTTP ``status`` (403 under servers without the extension)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(PlainTextResponse(body, status_code=status))
+        return
+    log.warning("ASGI server lacks websocket.http.response: denying with 403 instead of %d", status)
+    await websocket.close()
+
+
+async def _wait_until_released(websocket: WebSocket, faults: FaultController, hold: Hold) -> bool:
+    """Keep a held handshake waiting; True when it may proceed, False if the client left."""
+    wake = asyncio.Event()
+    remove_listener = faults.add_listener(wake.set)
+    await websocket.receive()  # the "websocket.connect" event; next comes only a disconnect
+    gone = asyncio.ensure_future(websocket.receive())
+    try:
+        while True:
+            wake.clear()
+            if faults.hold_over(hold.ticket, time.monotonic()):
+                return True
+            timeout = None if hold.deadline is None else max(0.0, hold.deadline - time.monotonic())
+            woken = asyncio.ensure_future(wake.wait())
+            done, _ = await asyncio.wait({woken, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            if gone in done:
+                return False
+    finally:
+        remove_listener()
+        if not gone.done():
+            gone.cancel()
+
+
+async def _handshake_faults(websocket: WebSocket, faults: FaultController, client_id: str) -> bool:
+    """Apply the fault controller's handshake decision; True when the handshake goes on."""
+    decision = faults.on_handshake(client_id, time.monotonic())
+    if isinstance(decision, Accept):
+        return True
+    if isinstance(decision, Reject):
+        log.info("handshake of %s rejected with %d by a fault rule", client_id, decision.status)
+        await _deny(websocket, decision.status, decision.body or f"handshake rejected by a harness fault rule")
+        return False
+    try:
+        log.info("handshake of %s held by a fault rule", client_id)
+        return await _wait_until_released(websocket, faults, decision)
+    finally:
+        faults.end_hold(decision.ticket)
+
+
+@router.websocket("/debug/{client_id}")
+async def debug_socket(websocket: WebSocket, client_id: str) -> None:
+    """The Nova WebSocket endpoint (see the module docstring and docs/protocol.md)."""
+    state = websocket.app.state
+    settings: Settings = state.settings
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), settings.allowed_origins):
+        log.warning("handshake of %s refused: origin %r is not allowed", client_id, origin)
+        await _deny(
+            websocket,
+            403,
+            f"origin {origin!r} is not allowed to open WebSockets here; add it to "
+            "settings.allowed_origins (NOVA_ALLOWED_ORIGINS) if it is your frontend",
+        )
+        return
+    faults: FaultController | None = state.faults if settings.test_mode else None
+    if faults is not None and not await _handshake_faults(websocket, faults, client_id):
+        return
+
+    await websocket.accept()
+    problem = client_id_problem(client_id)
+    if problem is not None:
+        await _refuse_client_id(websocket, client_id, problem)
+        return
+
+    conn = Connection(websocket, client_id, queue_size=settings.outbound_queue_size, faults=faults)
+    registry = connection_registry(state)
+    hub: Hub = state.hub
+    registry.add(conn)
+    conn.start()
+    try:
+        await _Session(conn, state).run()
+    finally:
+        registry.remove(conn)
+        hub.unregister(conn)
+        await conn.finish()
+
+
+async def _refuse_client_id(websocket: WebSocket, client_id: str, problem: str) -> None:
+    error = _frame(
+        "error",
+        {
+            "code": ErrorCode.VALIDATION_ERROR.value,
+            "message": problem,
+            "operation_id": None,
+            "details": {"client_id": client_id[:80], "pattern": CLIENT_ID_PATTERN},
+        },
+        client_id,
+    )
+    try:
+        await websocket.send_text(_dumps(error))
+        await websocket.close(
+            CloseCode.POLICY_VIOLATION, _close_reason(f"invalid client id: must match {CLIENT_ID_PATTERN}")
+        )
+    except Exception as exc:  # noqa: BLE001 - the client left first
+        log.debug("refusing client id %r: %r", client_id, exc)
