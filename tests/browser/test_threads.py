@@ -1,0 +1,69 @@
+"""The chat threads panel: list, create, open, and new messages arriving live."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import expect
+
+from harness.client import NovaClient
+from tests.browser.conftest import TIMEOUT_S, VALID_KEY, ClientPage
+
+
+def test_create_open_and_follow_a_thread_live(client_page: ClientPage, other_client: NovaClient) -> None:
+    client_page.open()
+    client_page.authenticate()
+    expect(client_page.by("threads-note")).to_contain_text("No threads yet")
+
+    client_page.by("thread-title-input").fill("Release planning")
+    client_page.by("create-thread-button").click()
+
+    expect(client_page.by("thread-item")).to_have_count(1)
+    expect(client_page.by("thread-item")).to_contain_text("Release planning")
+    expect(client_page.by("thread-view")).to_be_visible()
+    expect(client_page.by("thread-title")).to_have_text("Release planning")
+    thread_id = client_page.state()["threads"]["openId"]
+    channel = f"thread:{thread_id}"
+    client_page.expect_subscribed(channel)
+
+    other_client.publish(channel, "First!")
+    thread_messages = client_page.by("thread-messages").get_by_test_id("thread-message")
+    expect(thread_messages).to_have_count(1)
+    expect(thread_messages.first).to_contain_text("First!")
+
+    response = httpx.post(
+        f"{client_page.server.http_url}/api/chat/threads/{thread_id}/messages",
+        json={"content": "Posted over REST"},
+        headers={"X-API-Key": VALID_KEY},
+        timeout=TIMEOUT_S,
+    )
+    assert response.status_code == 201, response.text
+    expect(thread_messages).to_have_count(2)
+    expect(thread_messages.nth(1)).to_contain_text("Posted over REST")
+
+    client_page.by("thread-message-input").fill("Reply from the page")
+    client_page.by("thread-post-button").click()
+    expect(thread_messages).to_have_count(3)
+    expect(thread_messages.nth(2)).to_have_attribute("data-state", "delivered")
+    # Thread traffic stays in the thread view, out of the main message log.
+    expect(client_page.message_items()).to_have_count(0)
+
+
+def test_opening_an_existing_thread_shows_its_history(client_page: ClientPage) -> None:
+    base = client_page.server.http_url
+    headers = {"X-API-Key": VALID_KEY}
+    thread = httpx.post(f"{base}/api/chat/threads", json={"title": "Older thread"}, headers=headers, timeout=TIMEOUT_S).json()
+    for text in ("one", "two"):
+        httpx.post(f"{base}/api/chat/threads/{thread['id']}/messages", json={"content": text}, headers=headers, timeout=TIMEOUT_S)
+    client_page.open()
+    client_page.authenticate()
+
+    expect(client_page.by("thread-item")).to_contain_text("Older thread")
+    client_page.by("thread-open-button").click()
+
+    thread_messages = client_page.by("thread-messages").get_by_test_id("thread-message")
+    expect(thread_messages).to_have_count(2)
+    expect(thread_messages.nth(0)).to_contain_text("one")
+    expect(thread_messages.nth(1)).to_contain_text("two")
+    client_page.expect_subscribed(f"thread:{thread['id']}")
+    (subscribe,) = client_page.frames_sent("subscribe")
+    assert subscribe["data"] == {"channel": f"thread:{thread['id']}", "since_seq": 2}
