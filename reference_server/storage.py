@@ -1,7 +1,8 @@
 """Durable storage: SQLite in WAL mode, driven from one dedicated thread.
 
 Every operation runs on a single worker thread that owns the connection, so
-the event loop never blocks on disk and writes are serialised: per-channel
+the event loop never blocks on disk and writes are serialised (operations
+that queue up while the thread works are committed together, in order): per-channel
 ``seq`` numbers are assigned inside the same transaction that stores the
 message, which keeps them strictly increasing and gap-free.  A coroutine
 returns only after its transaction has committed, so anything the server
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,29 +116,67 @@ class ChannelInfo:
     last_seq: int
 
 
+class _Job:
+    __slots__ = ("fn", "args", "future", "loop", "transactional")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        transactional: bool,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.future = future
+        self.loop = loop
+        self.transactional = transactional
+
+
+def _settle(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, value, error in results:
+        if job.future.done():
+            continue
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(value)
+
+
 class Storage:
-    """Async facade over one SQLite connection living on its own thread."""
+    """Async facade over one SQLite connection living on its own thread.
+
+    Jobs queue up while the thread works; the thread then runs every queued
+    job in one transaction (group commit) and settles their futures after
+    the commit.  A failing job rolls the group back, and the group is re-run
+    one job per transaction so only the failing job reports the error.
+    """
+
+    _MAX_BATCH = 256
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self._synchronous = synchronous
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[_Job | None] | None = None
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._thread_ident: int | None = None
+        self._seq_cache: dict[str, int] = {}
 
     # ------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
         """Open (creating if needed) the database; idempotent."""
-        if self._executor is not None:
+        if self._thread is not None:
             return
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nova-sqlite")
-        await self._run(self._open_sync)
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._worker, name="nova-sqlite", daemon=True)
+        self._thread.start()
+        await self._run(self._open_sync, transactional=False)
 
     def _open_sync(self) -> None:
-        self._thread_ident = threading.get_ident()
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=True)
         conn.row_factory = sqlite3.Row
         if str(self.path) != ":memory:":
@@ -149,13 +188,15 @@ class Storage:
 
     async def close(self) -> None:
         """Checkpoint the WAL, close the connection and stop the thread; idempotent."""
-        if self._executor is None:
+        if self._thread is None or self._queue is None:
             return
         try:
-            await self._run(self._close_sync)
+            await self._run(self._close_sync, transactional=False)
         finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+            self._thread = None
+            self._queue = None
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -165,11 +206,80 @@ class Storage:
                 self._conn.close()
                 self._conn = None
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+    async def _run(self, fn: Callable[..., T], *args: Any, transactional: bool = True) -> T:
+        if self._queue is None:
             raise RuntimeError("Storage is not open; call `await storage.open()` first")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(fn, args, future, loop, transactional))
+        return await future
+
+    # ------------------------------------------------------------ the worker thread
+
+    def _worker(self) -> None:
+        assert self._queue is not None
+        q = self._queue
+        stopping = False
+        while not stopping:
+            job = q.get()
+            if job is None:
+                break
+            batch = [job]
+            while job.transactional and len(batch) < self._MAX_BATCH:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                if not nxt.transactional:
+                    self._execute(batch)
+                    batch = [nxt]
+                    break
+                batch.append(nxt)
+            self._execute(batch)
+
+    def _execute(self, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]]
+        if len(batch) == 1 and not batch[0].transactional:
+            job = batch[0]
+            try:
+                results = [(job, job.fn(*job.args), None)]
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                results = [(job, None, exc)]
+        else:
+            try:
+                results = self._in_transaction(batch)
+            except Exception:  # noqa: BLE001 - re-run alone so only the culprit fails
+                results = []
+                for job in batch:
+                    try:
+                        results.extend(self._in_transaction([job]))
+                    except BaseException as exc:  # noqa: BLE001
+                        results.append((job, None, exc))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop is closed: nobody awaits these any more
+                pass
+
+    def _in_transaction(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[tuple[_Job, Any, BaseException | None]] = [
+                (job, job.fn(*job.args), None) for job in batch
+            ]
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._seq_cache.clear()
+            raise
+        return results
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -188,32 +298,26 @@ class Storage:
         self, channel: str, sender: str, content: str, message_id: str | None
     ) -> tuple[StoredMessage, bool]:
         db = self._db
-        mid = message_id or uuid.uuid4().hex
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        if message_id is not None:
             row = db.execute(
-                "SELECT * FROM messages WHERE channel = ? AND message_id = ?", (channel, mid)
+                "SELECT * FROM messages WHERE channel = ? AND message_id = ?", (channel, message_id)
             ).fetchone()
             if row is not None:
-                db.execute("COMMIT")
                 return _message(row), False
-            db.execute(
-                "INSERT OR IGNORE INTO channels (name, last_seq, created_at) VALUES (?, 0, ?)",
-                (channel, _now()),
-            )
-            db.execute("UPDATE channels SET last_seq = last_seq + 1 WHERE name = ?", (channel,))
-            (seq,) = db.execute("SELECT last_seq FROM channels WHERE name = ?", (channel,)).fetchone()
-            msg = StoredMessage(channel, int(seq), mid, sender, content, _now())
-            db.execute(
-                "INSERT INTO messages (channel, seq, message_id, sender, content, sent_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (msg.channel, msg.seq, msg.message_id, msg.sender, msg.content, msg.sent_at),
-            )
-            db.execute("COMMIT")
-            return msg, True
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        seq = self._last_seq_sync(channel) + 1
+        msg = StoredMessage(channel, seq, message_id or uuid.uuid4().hex, sender, content, _now())
+        db.execute(
+            "INSERT INTO messages (channel, seq, message_id, sender, content, sent_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (msg.channel, msg.seq, msg.message_id, msg.sender, msg.content, msg.sent_at),
+        )
+        db.execute(
+            "INSERT INTO channels (name, last_seq, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET last_seq = excluded.last_seq",
+            (channel, seq, msg.sent_at),
+        )
+        self._seq_cache[channel] = seq
+        return msg, True
 
     async def messages_since(self, channel: str, since_seq: int, limit: int | None = None) -> list[StoredMessage]:
         """Messages with ``seq > since_seq`` in seq order."""
@@ -242,8 +346,13 @@ class Storage:
         return await self._run(self._last_seq_sync, channel)
 
     def _last_seq_sync(self, channel: str) -> int:
+        cached = self._seq_cache.get(channel)
+        if cached is not None:
+            return cached
         row = self._db.execute("SELECT last_seq FROM channels WHERE name = ?", (channel,)).fetchone()
-        return int(row[0]) if row else 0
+        seq = int(row[0]) if row else 0
+        self._seq_cache[channel] = seq
+        return seq
 
     async def channels(self) -> list[ChannelInfo]:
         """Every channel that has ever had a message, by name."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,40 @@ from reference_server.runner import NovaUvicornServer, ServerThread, bind_socket
 from reference_server.settings import Settings
 
 TEST_TOKEN = "test-harness-token"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "asyncio: a coroutine test, run on a fresh event loop in its own thread"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run coroutine tests with ``asyncio.run`` on a thread of their own.
+
+    Playwright's sync API keeps an event loop registered on the main thread
+    once a browser test has run in the worker, so a coroutine test cannot
+    start a loop there; a fresh thread has none, whatever ran before.
+    """
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            asyncio.run(func(**kwargs))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"test-{pyfuncitem.name}")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return True
 
 
 @dataclass

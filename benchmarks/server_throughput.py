@@ -1,0 +1,186 @@
+"""Publish -> delivery_confirmation round trips against a bare websockets echo server.
+
+Both servers run as subprocesses on loopback ephemeral ports and are driven by
+the same asyncio client code in this process, in the same run, so the figures
+are ratios on the same machine at the same moment:
+
+    python benchmarks/server_throughput.py            # default: 3000 round trips per scenario
+    python benchmarks/server_throughput.py --round-trips 1000 --clients 1 50
+
+For each client count it prints round trips per second, p50 and p99 latency
+for the Nova server (authenticated ``publish`` answered by
+``delivery_confirmation``, committed to SQLite first) and for the bare echo
+server (the same frame echoed back), then the Nova/bare ratios.  Traffic goes
+only to 127.0.0.1 and every loop is bounded by a count and a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+
+ECHO_SERVER = """
+import asyncio, sys
+from websockets.asyncio.server import serve
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+async def main():
+    async with serve(echo, "127.0.0.1", 0, compression=None, max_size=2**20) as server:
+        print("listening", server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+DEADLINE_S = 120.0
+
+
+@dataclass
+class Result:
+    name: str
+    clients: int
+    round_trips: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.round_trips / self.seconds
+
+    def pct(self, q: float) -> float:
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+
+def _frame(client_id: str, op: str) -> str:
+    return json.dumps(
+        {
+            "type": "publish",
+            "data": {"channel": "bench", "content": "x" * 64},
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "client_id": client_id,
+            "id": op,
+        }
+    )
+
+
+def _start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], int]:
+    # The per-connection rate limit protects a real deployment; a benchmark measures past it.
+    env = {**os.environ, "NOVA_RATE_LIMIT_PER_SECOND": "1000000", "NOVA_RATE_LIMIT_BURST": "1000000"}
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if marker in line:
+            # "Nova server listening on http://127.0.0.1:PORT" or "listening PORT"
+            return proc, int(line.strip().replace(":", " ").split()[-1])
+    proc.kill()
+    raise RuntimeError(f"{cmd[:3]} did not start within 30 s")
+
+
+async def _nova_client(port: int, n: int, latencies: list[float]) -> None:
+    cid = f"bench-{uuid.uuid4().hex[:12]}"
+    async with connect(f"ws://127.0.0.1:{port}/debug/{cid}", compression=None) as ws:
+        json.loads(await ws.recv())  # connection_established
+        await ws.send(json.dumps({
+            "type": "connect", "data": {"api_key": "valid-test-key"},
+            "timestamp": "2026-01-01T00:00:00.000Z", "client_id": cid, "id": "auth",
+        }))
+        reply = json.loads(await ws.recv())
+        assert reply["type"] == "auth_success", reply
+        await _loop(ws, cid, n, latencies, expect="delivery_confirmation")
+
+
+async def _echo_client(port: int, n: int, latencies: list[float]) -> None:
+    cid = f"bench-{uuid.uuid4().hex[:12]}"
+    async with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        await _loop(ws, cid, n, latencies, expect="publish")
+
+
+async def _loop(ws: ClientConnection, cid: str, n: int, latencies: list[float], *, expect: str) -> None:
+    for i in range(n):
+        frame = _frame(cid, f"{cid}-{i}")
+        t0 = time.perf_counter()
+        await ws.send(frame)
+        reply = json.loads(await ws.recv())
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if reply.get("type") != expect:
+            raise RuntimeError(f"expected {expect}, got {reply}")
+
+
+async def _measure(name: str, port: int, clients: int, total: int, nova: bool) -> Result:
+    per_client = max(1, total // clients)
+    latencies: list[float] = []
+    worker = _nova_client if nova else _echo_client
+    t0 = time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(worker(port, per_client, latencies) for _ in range(clients))), DEADLINE_S
+    )
+    return Result(name, clients, per_client * clients, time.perf_counter() - t0, latencies)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--round-trips", type=int, default=3000, help="round trips per scenario")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 50])
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        nova, nova_port = _start(
+            [sys.executable, "-m", "reference_server", "--port", "0", "--frontend-port", "-1",
+             "--db", str(Path(tmp) / "bench.db"), "--log-level", "warning"],
+            "listening on",
+        )
+        echo, echo_port = _start([sys.executable, "-c", ECHO_SERVER], "listening")
+        try:
+            rows = []
+            for clients in args.clients:
+                # warm-up, then measure each server alternately
+                asyncio.run(_measure("warm", echo_port, 1, 100, nova=False))
+                asyncio.run(_measure("warm", nova_port, 1, 100, nova=True))
+                bare = asyncio.run(_measure("bare websockets echo", echo_port, clients, args.round_trips, nova=False))
+                ours = asyncio.run(_measure("nova publish", nova_port, clients, args.round_trips, nova=True))
+                rows.append((clients, bare, ours))
+        finally:
+            for proc in (nova, echo):
+                if proc.stdin:
+                    proc.stdin.close()
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    print(f"{'clients':>7} | {'server':<22} | {'rt/s':>8} | {'p50 ms':>7} | {'p99 ms':>7}")
+    print("-" * 64)
+    for clients, bare, ours in rows:
+        for r in (bare, ours):
+            print(f"{clients:>7} | {r.name:<22} | {r.rate:>8.0f} | {r.pct(0.5):>7.2f} | {r.pct(0.99):>7.2f}")
+    print()
+    print(f"{'clients':>7} | {'rate nova/bare':>14} | {'p99 nova/bare':>13} | goal: rate >= 0.50 (1 client), p99 <= 3.0")
+    for clients, bare, ours in rows:
+        print(f"{clients:>7} | {ours.rate / bare.rate:>14.2f} | {ours.pct(0.99) / bare.pct(0.99):>13.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
