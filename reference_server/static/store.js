@@ -232,7 +232,7 @@ export function createStore(settings, deps = {}) {
     offlineQueue: [], // message ids waiting to be sent
     messages: [], // {messageId, channel, sender, content, seq, time, state, own, queued, error}
     threads: { items: [], loading: false, error: null, openId: null },
-    heartbeat: { lastPingAt: null, lastFrameAt: null, intervalMs: settings.heartbeatIntervalMs, timeoutMs: settings.heartbeatTimeoutMs },
+    heartbeat: { lastPingAt: null, lastFrameAt: null, awaitingReply: false, intervalMs: settings.heartbeatIntervalMs, timeoutMs: settings.heartbeatTimeoutMs },
     backoff: { baseMs: settings.backoffBaseMs, capMs: settings.backoffCapMs, jitter: settings.jitter, seeded: random.seeded },
     operationTimeoutMs: settings.operationTimeoutMs,
   };
@@ -383,6 +383,7 @@ export function createStore(settings, deps = {}) {
   }
 
   function stopHeartbeat() {
+    state.heartbeat.awaitingReply = false;
     if (heartbeatTimer !== null) clearInterval(heartbeatTimer);
     if (deadTimer !== null) clearTimeout(deadTimer);
     heartbeatTimer = null;
@@ -519,6 +520,7 @@ export function createStore(settings, deps = {}) {
     if (!ready()) return;
     send(envelope('ping', {}));
     state.heartbeat.lastPingAt = nowIso();
+    state.heartbeat.awaitingReply = true;
     if (deadTimer === null) {
       deadTimer = setTimeout(onHeartbeatTimeout, settings.heartbeatTimeoutMs);
     }
@@ -538,6 +540,7 @@ export function createStore(settings, deps = {}) {
 
   function receive(raw) {
     state.heartbeat.lastFrameAt = nowIso();
+    state.heartbeat.awaitingReply = false;
     if (deadTimer !== null) { clearTimeout(deadTimer); deadTimer = null; }
     let message = raw;
     if (typeof raw === 'string') {

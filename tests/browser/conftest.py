@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from playwright.sync_api import Locator, Page, WebSocket, expect
 
 from harness.client import NovaClient
-from harness.control import FaultControl
 from reference_server.protocol import ProtocolError, parse_client_message
 from tests.conftest import LiveServer
 
@@ -76,7 +76,7 @@ class ClientPage:
     client_id: str
     received: list[str] = field(default_factory=list)
     sockets: list[WebSocket] = field(default_factory=list)
-    _faults: FaultControl | None = None
+    _faults: ServerFaults | None = None
 
     def __post_init__(self) -> None:
         self.page.add_init_script(_RECORD_SENT)
@@ -105,8 +105,9 @@ class ClientPage:
         self.page.goto(self.url(base, **query))
         self.page.wait_for_function("() => document.documentElement.dataset.ready === 'true'")
         if virtual_time:
-            # pause_at takes seconds (a number in ms would jump ~50,000 years ahead).
-            self.page.clock.pause_at(self.page.evaluate("() => Date.now() / 1000"))
+            # pause_at takes seconds (a number in ms would jump ~50,000 years ahead) and
+            # must lie ahead of the page's clock: the next whole second plus one.
+            self.page.clock.pause_at(self.page.evaluate("() => Math.ceil(Date.now() / 1000) + 1"))
         return self
 
     # ------------------------------------------------------------ reading the page
@@ -197,10 +198,10 @@ class ClientPage:
         return int(info["delay"])
 
     @property
-    def faults(self) -> FaultControl:
-        """The server's /__harness fault control (server-depth faults for this client)."""
+    def faults(self) -> ServerFaults:
+        """Server-depth faults for this page's client id (the /__harness API)."""
         if self._faults is None:
-            self._faults = FaultControl(self.server.http_url, self.server.settings.test_token)
+            self._faults = ServerFaults(self.server, self.client_id)
         return self._faults
 
     def dispatch(self, event: str, detail: Any) -> None:
@@ -223,6 +224,51 @@ class ClientPage:
     def close(self) -> None:
         if self._faults is not None:
             self._faults.close()
+
+
+class ServerFaults:
+    """The reference server's ``/__harness`` control API for one client id (test mode only).
+
+    URLs as documented in reference_server/harness_api.py; any error answer fails the test
+    with the server's explanation.
+    """
+
+    def __init__(self, server: LiveServer, client_id: str) -> None:
+        self.client_id = client_id
+        self._http = httpx.Client(
+            base_url=f"{server.http_url}/__harness/clients/{client_id}",
+            headers=server.harness_headers,
+            timeout=TIMEOUT_S,
+        )
+
+    def _post(self, action: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._http.post(f"/{action}", json=body or {})
+        assert response.status_code == 200, f"POST /__harness/.../{action}: {response.status_code} {response.text}"
+        return response.json()
+
+    def close_socket(self, code: int, reason: str = "") -> None:
+        """Close the client's live socket with ``code`` (a real server-side close)."""
+        self._post("close", {"code": code, "reason": reason})
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame (the page sees 1006)."""
+        self._post("abort")
+
+    def drop(self, types: list[str] | None = None, count: int | None = None) -> None:
+        """Discard server-to-client frames of ``types`` (all when None): a half-open link."""
+        self._post("drop", {"types": types, "count": count})
+
+    def reject(self, status: int = 503, count: int | None = None) -> None:
+        """Refuse the next ``count`` handshakes (all when None) with HTTP ``status``."""
+        self._post("reject", {"status": status, "count": count})
+
+    def clear(self) -> None:
+        """Lift every rule for this client."""
+        response = self._http.delete("/faults")
+        assert response.status_code == 200, response.text
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def _text(payload: str | bytes) -> str:
