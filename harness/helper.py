@@ -14,6 +14,7 @@ import json
 import random
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -109,8 +110,10 @@ class WebSocketTestHelper:
             return self
         self.journal.attach(self._page, re.compile(r"^wss?://"))
         if self.virtual_time:
-            self._page.clock.install()
-        self._page.add_init_script(f"window.__NOVA_WS_SEED = {int(self.seed)};")
+            # Paused from the first script on: no page timer fires unless the test advances time.
+            start = datetime.now(UTC)
+            self._page.clock.install(time=start)
+            self._page.clock.pause_at(start + timedelta(milliseconds=1))
         url = self._server.page_url(self._client_id)
         self._page.goto(url)
         self._wait_js(
@@ -118,8 +121,10 @@ class WebSocketTestHelper:
             "the page to expose window.__novaWs (the reference client's test hook)",
             hint="is the page the Nova client, served with test mode on?",
         )
-        if self.virtual_time:
-            self._page.clock.pause_at(self._page.evaluate("() => Date.now()"))
+        self._page.evaluate(
+            "(seed) => { if (typeof window.__novaWs.seed === 'function') window.__novaWs.seed(seed); }",
+            int(self.seed),
+        )
         self._initialized = True
         if self.mode == "real":
             self.wait_for_connection_status("connected")
@@ -262,7 +267,8 @@ class WebSocketTestHelper:
         self._require_virtual_time("advance_to_next_reconnect")
         info = self._page.evaluate(
             "() => { const s = window.__novaWs.getState();"
-            " return {at: s.nextReconnectAt, delay: s.nextReconnectDelay, now: Date.now()}; }"
+            " return {at: s.nextReconnectAt == null ? null : Date.parse(s.nextReconnectAt),"
+            " delay: s.nextReconnectDelay, now: Date.now()}; }"
         )
         if info.get("at") is None:
             raise HarnessError(

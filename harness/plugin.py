@@ -13,7 +13,6 @@ from typing import Any, Protocol
 import pytest
 
 from .artifacts import write_failure_artifacts
-from .browser import find_chromium, launch_args
 from .client import NovaClient
 from .config import SETTINGS, WsConfig, resolve_config
 from .errors import ConfigurationError
@@ -38,33 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(setting.ini, help=setting.help, type="linelist" if setting.field == "test_ids" else "string", default=None)
 
 
-class _BrowserFixtures:
-    """Registered at configure time so it overrides pytest-playwright's defaults."""
-
-    @pytest.fixture(scope="session")
-    def browser_type_launch_args(
-        self, browser_type_launch_args: dict[str, Any], pytestconfig: pytest.Config
-    ) -> dict[str, Any]:
-        """pytest-playwright's launch arguments plus what this machine needs.
-
-        Uses Playwright's own Chromium when installed, else a system Chromium
-        (``NOVA_WS_CHROMIUM``, ``/usr/bin/chromium`` and the usual names); adds
-        ``--no-sandbox`` as root and turns off background networking.  With
-        ``--browser-channel`` the choice is left to Playwright.
-        """
-        if pytestconfig.getoption("browser_channel", None):
-            return browser_type_launch_args
-        ours = launch_args(find_chromium(), headless=bool(browser_type_launch_args.get("headless", True)))
-        merged = {**ours, **browser_type_launch_args}
-        merged["args"] = [*ours["args"], *browser_type_launch_args.get("args", [])]  # type: ignore[misc]
-        return merged
-
-
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
     if config.pluginmanager.hasplugin("playwright"):
-        config.pluginmanager.register(_BrowserFixtures(), "nova_ws_browser")
+        from . import _browser_fixtures
+
+        config.pluginmanager.register(_browser_fixtures, "nova_ws_browser")
 
 
 @pytest.hookimpl(hookwrapper=True)
