@@ -173,7 +173,7 @@ def start_server(config: WsConfig, workdir: Path, *, startup_timeout: float = 20
         hub = app.state.hub
         before_shutdown = lambda: hub.close_all(1001, "server shutting down")  # noqa: E731
     server = NovaUvicornServer(
-        uvicorn_config(app, max_message_bytes=max_size, log_level="info"), before_shutdown=before_shutdown
+        uvicorn_config(app, max_message_bytes=max_size, log_level="info", configure_logging=False), before_shutdown=before_shutdown
     )
     thread = ServerThread(server, sock, name=f"nova-server-{wid}")
     try:

@@ -39,7 +39,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, *, max_message_bytes: int, log_level: str = "info") -> uvicorn.Config:
+def uvicorn_config(
+    app: Any, *, max_message_bytes: int, log_level: str = "info", configure_logging: bool = True
+) -> uvicorn.Config:
+    """uvicorn's config for the Nova server; ``configure_logging=False`` leaves logging to the caller."""
+    extra: dict[str, Any] = {} if configure_logging else {"log_config": None}
     return uvicorn.Config(
         app,
         ws=WS_IMPLEMENTATION,
@@ -49,6 +53,7 @@ def uvicorn_config(app: Any, *, max_message_bytes: int, log_level: str = "info")
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        **extra,
     )
 
 
