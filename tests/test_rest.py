@@ -9,24 +9,22 @@ broadcast of REST posts to WebSocket subscribers.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from reference_server.protocol import CHANNEL_PATTERN, PROTOCOL_VERSION, json_schema
 from reference_server.rest import MAX_CONTENT_CHARS, MAX_TITLE_CHARS, REST_SENDER
-from tests.conftest import LiveServer
+from tests._wsclient import NovaTestClient, authenticated, new_client_id
+from tests.conftest import LiveServer, start_server
 
 DEV = {"X-API-Key": "development"}  # read, write, admin
 TEST = {"X-API-Key": "valid-test-key"}  # read, write
 READ_ONLY = {"X-API-Key": "reader"}
 WRITE_ONLY = {"X-API-Key": "writer"}
 NOTHING = {"X-API-Key": "nobody"}
-
-T = TypeVar("T")
 
 CUSTOM_KEYS = {
     "development": ["read", "write", "admin"],
@@ -51,6 +49,17 @@ def http(server: LiveServer) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def shared_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A client of one server shared by the tests that change nothing (401, 403, 404, 422)."""
+    live = start_server(tmp_path_factory.mktemp("rest") / "nova.db", api_keys=CUSTOM_KEYS)
+    try:
+        with httpx.Client(base_url=live.http_url, timeout=10) as client:
+            yield client
+    finally:
+        live.stop()
+
+
 def _thread(http: httpx.Client, title: str = "Release planning") -> dict[str, Any]:
     response = http.post("/api/chat/threads", json={"title": title}, headers=DEV)
     assert response.status_code == 201, response.text
@@ -61,20 +70,20 @@ def _thread(http: httpx.Client, title: str = "Release planning") -> dict[str, An
 # ------------------------------------------------------------------ public endpoints
 
 
-def test_health_needs_no_key_and_reports_version(http: httpx.Client) -> None:
-    response = http.get("/health")
+def test_health_needs_no_key_and_reports_version(shared_http: httpx.Client) -> None:
+    response = shared_http.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "protocol_version": PROTOCOL_VERSION, "connections": 0}
 
 
-def test_protocol_schema_is_the_models_schema(http: httpx.Client) -> None:
-    response = http.get("/api/protocol/schema")
+def test_protocol_schema_is_the_models_schema(shared_http: httpx.Client) -> None:
+    response = shared_http.get("/api/protocol/schema")
     assert response.status_code == 200
     assert response.json() == json_schema()
 
 
-def test_openapi_documents_every_endpoint_with_auth_and_errors(http: httpx.Client) -> None:
-    doc = http.get("/openapi.json").json()
+def test_openapi_documents_every_endpoint_with_auth_and_errors(shared_http: httpx.Client) -> None:
+    doc = shared_http.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["ApiKey"] == {
         "type": "apiKey",
         "in": "header",
@@ -131,21 +140,21 @@ def test_openapi_documents_every_endpoint_with_auth_and_errors(http: httpx.Clien
     ],
 )
 def test_protected_endpoints_answer_401_without_a_known_key(
-    http: httpx.Client,
+    shared_http: httpx.Client,
     method: str,
     path: str,
     body: dict[str, Any] | None,
     headers: dict[str, str | bytes],
     needle: str,
 ) -> None:
-    response = http.request(method, path, json=body, headers=headers)
+    response = shared_http.request(method, path, json=body, headers=headers)
     assert response.status_code == 401, response.text
     assert needle in response.json()["detail"]
 
 
-def test_api_key_in_query_string_is_not_accepted(http: httpx.Client) -> None:
+def test_api_key_in_query_string_is_not_accepted(shared_http: httpx.Client) -> None:
     """Keys in URLs end up in logs: only the header counts."""
-    response = http.get("/api/channels", params={"api_key": "development"})
+    response = shared_http.get("/api/channels", params={"api_key": "development"})
     assert response.status_code == 401
 
 
@@ -165,14 +174,14 @@ def test_api_key_in_query_string_is_not_accepted(http: httpx.Client) -> None:
     ],
 )
 def test_missing_permission_answers_403_naming_it(
-    http: httpx.Client,
+    shared_http: httpx.Client,
     method: str,
     path: str,
     body: dict[str, Any] | None,
     headers: dict[str, str],
     permission: str,
 ) -> None:
-    response = http.request(method, path, json=body, headers=headers)
+    response = shared_http.request(method, path, json=body, headers=headers)
     assert response.status_code == 403, response.text
     assert repr(permission) in response.json()["detail"]
 
@@ -250,9 +259,9 @@ def test_thread_message_idempotent_by_message_id(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("thread_id", ["does-not-exist", "0" * 12, "x" * 64, "%20", "🚀"])
-def test_unknown_thread_is_404(http: httpx.Client, thread_id: str) -> None:
-    read = http.get(f"/api/chat/threads/{thread_id}", headers=TEST)
-    post = http.post(f"/api/chat/threads/{thread_id}/messages", json={"content": "x"}, headers=TEST)
+def test_unknown_thread_is_404(shared_http: httpx.Client, thread_id: str) -> None:
+    read = shared_http.get(f"/api/chat/threads/{thread_id}", headers=TEST)
+    post = shared_http.post(f"/api/chat/threads/{thread_id}/messages", json={"content": "x"}, headers=TEST)
     assert read.status_code == post.status_code == 404
     assert "no chat thread" in read.json()["detail"]
 
@@ -274,9 +283,9 @@ def test_posting_to_an_unknown_thread_stores_nothing(http: httpx.Client) -> None
     ],
 )
 def test_invalid_thread_bodies_are_422_naming_the_rule(
-    http: httpx.Client, body: dict[str, Any], needle: str
+    shared_http: httpx.Client, body: dict[str, Any], needle: str
 ) -> None:
-    response = http.post("/api/chat/threads", json=body, headers=TEST)
+    response = shared_http.post("/api/chat/threads", json=body, headers=TEST)
     assert response.status_code == 422, response.text
     assert needle in response.text
 
@@ -382,9 +391,9 @@ def test_content_edge_cases_round_trip(http: httpx.Client, content: str) -> None
     ],
 )
 def test_invalid_message_bodies_are_422_naming_the_rule(
-    http: httpx.Client, raw: str, needle: str
+    shared_http: httpx.Client, raw: str, needle: str
 ) -> None:
-    response = http.post(
+    response = shared_http.post(
         "/api/channels/general/messages",
         content=raw.encode("utf-8"),
         headers={**TEST, "Content-Type": "application/json"},
@@ -394,50 +403,169 @@ def test_invalid_message_bodies_are_422_naming_the_rule(
 
 
 @pytest.mark.parametrize("name", ["General", "bad name", "-x", "a" * 65, "x:", "x:y:z", "é"])
-def test_invalid_channel_names_are_422_naming_the_pattern(http: httpx.Client, name: str) -> None:
+def test_invalid_channel_names_are_422_naming_the_pattern(shared_http: httpx.Client, name: str) -> None:
     for response in (
-        http.get(f"/api/channels/{name}", headers=TEST),
-        http.post(f"/api/channels/{name}/messages", json={"content": "x"}, headers=TEST),
+        shared_http.get(f"/api/channels/{name}", headers=TEST),
+        shared_http.post(f"/api/channels/{name}/messages", json={"content": "x"}, headers=TEST),
     ):
         assert response.status_code == 422, response.text
         assert CHANNEL_PATTERN in response.text
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"limit": "many"}])
-def test_invalid_limits_are_422(http: httpx.Client, params: dict[str, Any]) -> None:
-    assert http.get("/api/channels/general", params=params, headers=TEST).status_code == 422
+def test_invalid_limits_are_422(shared_http: httpx.Client, params: dict[str, Any]) -> None:
+    assert shared_http.get("/api/channels/general", params=params, headers=TEST).status_code == 422
 
 
-def test_auth_is_checked_before_input_validation(http: httpx.Client) -> None:
+def test_auth_is_checked_before_input_validation(shared_http: httpx.Client) -> None:
     """An anonymous caller learns nothing about the API's rules: 401, not 422."""
-    response = http.get("/api/channels/Not Valid")
+    response = shared_http.get("/api/channels/Not Valid")
     assert response.status_code == 401
 
 
 # ------------------------------------------------------------------ client errors
 
 
-def test_client_errors_empty_and_filtered(server: LiveServer, http: httpx.Client) -> None:
-    assert http.get("/api/client-errors", headers=TEST).json() == []
+@pytest.mark.asyncio
+async def test_client_errors_empty_and_filtered(server: LiveServer) -> None:
     storage = server.app.state.storage
-    _run_on_server(server, storage.add_client_error("browser-1", "boom", {"line": 3}))
-    _run_on_server(server, storage.add_client_error("browser-2", "bang", {"nan": float("nan")}))
-    everything = http.get("/api/client-errors", headers=TEST).json()
-    assert [(e["client_id"], e["message"]) for e in everything] == [
-        ("browser-1", "boom"),
-        ("browser-2", "bang"),
+    async with httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http:
+        assert (await http.get("/api/client-errors")).json() == []
+        # straight into storage: the protocol no longer lets NaN through, but old rows may hold it
+        await storage.add_client_error("browser-1", "boom", {"line": 3})
+        await storage.add_client_error("browser-2", "bang", {"nan": float("nan")})
+        everything = (await http.get("/api/client-errors")).json()
+        assert [(e["client_id"], e["message"]) for e in everything] == [
+            ("browser-1", "boom"),
+            ("browser-2", "bang"),
+        ]
+        assert everything[1]["context"] == {"nan": None}
+        only = (await http.get("/api/client-errors", params={"client_id": "browser-1"})).json()
+        assert [e["context"] for e in only] == [{"line": 3}]
+        assert (await http.get("/api/client-errors", params={"limit": 1})).json() == everything[1:]
+        bad = await http.get("/api/client-errors", params={"client_id": "bad id!"})
+        assert bad.status_code == 422
+
+
+# ------------------------------------------------------------------ with WebSocket clients
+
+
+async def _pong(client: NovaTestClient) -> None:
+    """A ping/pong round trip: frames queued before it have all been received."""
+    await client.request("ping", {}, reply="pong")
+
+
+@pytest.mark.asyncio
+async def test_rest_and_websocket_publishes_share_one_seq_space(server: LiveServer) -> None:
+    client_id = new_client_id("seq")
+    async with (
+        authenticated(server.ws_url(client_id), client_id) as ws,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        await ws.request("subscribe", {"channel": "general"}, reply="subscribed")
+        await ws.send("publish", {"channel": "general", "content": "ws-1"}, id="ws-1")
+        assert (await ws.expect("channel_message"))["data"]["seq"] == 1
+        assert (await ws.expect("delivery_confirmation"))["data"]["seq"] == 1
+        posted = await http.post("/api/channels/general/messages", json={"content": "rest-2"})
+        assert (posted.status_code, posted.json()["seq"]) == (201, 2)
+        assert (await ws.expect("channel_message"))["data"] == posted.json()
+        await ws.send("publish", {"channel": "general", "content": "ws-3"}, id="ws-3")
+        assert (await ws.expect("channel_message"))["data"]["seq"] == 3
+        await ws.expect("delivery_confirmation")
+        stored = (await http.get("/api/channels/general")).json()["messages"]
+    assert [(m["seq"], m["sender"], m["content"]) for m in stored] == [
+        (1, client_id, "ws-1"),
+        (2, REST_SENDER, "rest-2"),
+        (3, client_id, "ws-3"),
     ]
-    # NaN (accepted by Python's json) must not break the response
-    assert everything[1]["context"] == {"nan": None}
-    only = http.get("/api/client-errors", params={"client_id": "browser-1"}, headers=TEST).json()
-    assert [e["context"] for e in only] == [{"line": 3}]
-    assert http.get("/api/client-errors", params={"client_id": "bad id!"}, headers=TEST).status_code == 422
 
 
-def _run_on_server(server: LiveServer, coro: Coroutine[Any, Any, T]) -> T:
-    """Drive the server's storage from a sync test.
+@pytest.mark.asyncio
+async def test_message_ids_are_shared_between_rest_and_websocket(server: LiveServer) -> None:
+    """A WebSocket publish retrying an id first posted over REST is confirmed, not re-stored."""
+    client_id = new_client_id("ids")
+    async with (
+        authenticated(server.ws_url(client_id), client_id) as ws,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        posted = await http.post("/api/channels/general/messages", json={"content": "x", "message_id": "shared-1"})
+        assert posted.status_code == 201
+        await ws.send("publish", {"channel": "general", "content": "x"}, id="shared-1")
+        confirmation = await ws.expect("delivery_confirmation")
+        assert confirmation["data"] == {"message_id": "shared-1", "channel": "general", "seq": 1}
+        assert (await http.get("/api/channels/general")).json()["last_seq"] == 1
 
-    Storage runs every call on its own thread, so any event loop can await it.
-    """
-    del server
-    return asyncio.run(coro)
+
+@pytest.mark.asyncio
+async def test_thread_post_is_broadcast_on_the_thread_channel(server: LiveServer) -> None:
+    client_id = new_client_id("thread")
+    async with (
+        authenticated(server.ws_url(client_id), client_id) as ws,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        thread = (await http.post("/api/chat/threads", json={"title": "Launch"})).json()
+        await ws.request("subscribe", {"channel": thread["channel"]}, reply="subscribed")
+        posted = await http.post(
+            f"/api/chat/threads/{thread['id']}/messages", json={"content": "go 🚀", "message_id": "t-1"}
+        )
+        assert posted.status_code == 201
+        frame = await ws.expect("channel_message")
+        assert frame["data"] == posted.json()
+        assert frame["data"]["channel"] == f"thread:{thread['id']}"
+        assert frame["data"]["sender"] == REST_SENDER
+        # a repeated message_id is answered 200 and not delivered again
+        again = await http.post(
+            f"/api/chat/threads/{thread['id']}/messages", json={"content": "go 🚀", "message_id": "t-1"}
+        )
+        assert again.status_code == 200
+        await _pong(ws)
+
+
+@pytest.mark.asyncio
+async def test_channel_post_reaches_every_subscriber_but_not_others(server: LiveServer) -> None:
+    a, b, c = new_client_id("a"), new_client_id("b"), new_client_id("c")
+    async with (
+        authenticated(server.ws_url(a), a) as ws_a,
+        authenticated(server.ws_url(b), b) as ws_b,
+        authenticated(server.ws_url(c), c) as ws_c,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        for ws in (ws_a, ws_b):
+            await ws.request("subscribe", {"channel": "lobby"}, reply="subscribed")
+        await ws_c.request("subscribe", {"channel": "elsewhere"}, reply="subscribed")
+        posted = (await http.post("/api/channels/lobby/messages", json={"content": "hi all"})).json()
+        for ws in (ws_a, ws_b):
+            assert (await ws.expect("channel_message"))["data"] == posted
+        await _pong(ws_c)  # nothing arrived before the pong
+
+
+@pytest.mark.asyncio
+async def test_channel_listing_counts_websocket_subscribers(server: LiveServer) -> None:
+    client_id = new_client_id("count")
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        async with authenticated(server.ws_url(client_id), client_id) as ws:
+            await ws.request("subscribe", {"channel": "lobby"}, reply="subscribed")
+            assert (await http.get("/health")).json()["connections"] == 1
+            assert (await http.get("/api/channels")).json() == [
+                {"name": "lobby", "subscribers": 1, "last_seq": 0}
+            ]
+            assert (await http.get("/api/channels/lobby")).json()["subscribers"] == 1
+            await ws.request("unsubscribe", {"channel": "lobby"}, reply="unsubscribed")
+            assert (await http.get("/api/channels/lobby")).json()["subscribers"] == 0
+
+
+@pytest.mark.asyncio
+async def test_client_errors_reported_over_websocket_are_listed(server: LiveServer) -> None:
+    client_id = new_client_id("err")
+    async with (
+        authenticated(server.ws_url(client_id), client_id) as ws,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        await ws.send("client_error", {"message": "TypeError: boom", "context": {"line": 7}})
+        await _pong(ws)  # frames are handled in order: the error is stored by now
+        errors = (await http.get("/api/client-errors", params={"client_id": client_id})).json()
+    assert [(e["client_id"], e["message"], e["context"]) for e in errors] == [
+        (client_id, "TypeError: boom", {"line": 7})
+    ]
