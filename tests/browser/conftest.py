@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from playwright.sync_api import Locator, Page, WebSocket, expect
+from websockets.sync.client import ClientConnection, connect
 
-from harness.client import NovaClient
 from reference_server.protocol import ProtocolError, parse_client_message
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_server
 
 #: One unit for every wait in these tests; scale it on slow machines.
 TIMEOUT_S = 5.0 * float(os.environ.get("NOVA_TEST_TIMEOUT_SCALE", "1"))
@@ -41,7 +42,7 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 def unique_id(prefix: str) -> str:
-    """A client id valid for the protocol and unique to this test."""
+    """A client id (or channel name, for a lowercase prefix) unique to this test."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
@@ -283,28 +284,113 @@ def _json(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+@pytest.fixture(scope="session")
+def browser_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One reference server (test mode) for every browser test of this worker.
+
+    Tests are isolated by unique client ids and channel names (``unique_id``);
+    server-side faults are cleared per client at teardown.
+    """
+    server = start_server(tmp_path_factory.mktemp("browser-server") / "nova.db")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def client_page(page: Page, live_server: LiveServer) -> Iterator[ClientPage]:
-    """The reference client in ``page`` against ``live_server``, not yet loaded (call ``open``).
+def client_page(page: Page, browser_server: LiveServer) -> Iterator[ClientPage]:
+    """The reference client in ``page`` against ``browser_server``, not yet loaded (call ``open``).
 
     Fails the test at teardown if the page sent any frame the protocol models reject.
     """
-    client = ClientPage(page, live_server, unique_id("page"))
+    client = ClientPage(page, browser_server, unique_id("page"))
     try:
         yield client
     finally:
+        if client._faults is not None:
+            client._faults.clear()
         client.close()
     problems = client.invalid_sent_frames()
     assert not problems, "the page sent frames that violate the protocol:\n" + "\n".join(problems)
 
 
+class OtherClient:
+    """A second Nova client over python-websockets: synchronous, every wait with a deadline.
+
+    Frames that arrive while it waits for something else are kept, so
+    :meth:`expect` also finds messages that arrived earlier.
+    """
+
+    def __init__(self, url: str, client_id: str) -> None:
+        self.client_id = client_id
+        self.frames: list[dict[str, Any]] = []
+        self._seen = 0
+        self._conn: ClientConnection = connect(url, open_timeout=TIMEOUT_S)
+        self._wait(lambda m: m["type"] == "connection_established", "connection_established")
+        self._request("connect", {"api_key": VALID_KEY, "metadata": {"type": "test"}}, "auth_success")
+
+    def _send(self, type: str, data: dict[str, Any]) -> str:
+        op = uuid.uuid4().hex
+        frame = {"type": type, "data": data, "timestamp": _now_iso(), "client_id": self.client_id, "id": op}
+        self._conn.send(json.dumps(frame))
+        return op
+
+    def _wait(self, predicate: Any, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + TIMEOUT_S
+        index = 0
+        while True:
+            for frame in self.frames[index:]:
+                if predicate(frame):
+                    return frame
+            index = len(self.frames)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{self.client_id}: expected {what} within {TIMEOUT_S:.0f} s; "
+                    f"received {[f.get('type') for f in self.frames]}"
+                )
+            try:
+                raw = self._conn.recv(timeout=remaining)
+            except TimeoutError:
+                continue
+            self.frames.append(json.loads(raw))
+
+    def _request(self, type: str, data: dict[str, Any], reply: str) -> dict[str, Any]:
+        op = self._send(type, data)
+        answer = self._wait(lambda m: m.get("id") == op and m["type"] in (reply, "error"), f"{reply} for {type}")
+        assert answer["type"] == reply, f"{type} was refused: {answer['data']}"
+        return dict(answer["data"])
+
+    def subscribe(self, channel: str) -> dict[str, Any]:
+        return self._request("subscribe", {"channel": channel}, "subscribed")
+
+    def publish(self, channel: str, content: str) -> dict[str, Any]:
+        """Publish and wait for the delivery confirmation ({message_id, channel, seq})."""
+        return self._request("publish", {"channel": channel, "content": content}, "delivery_confirmation")
+
+    def expect(self, type: str, **data: Any) -> dict[str, Any]:
+        """The first frame of ``type`` whose data contains ``data`` (arrived or arriving)."""
+        return self._wait(
+            lambda m: m["type"] == type and all(m["data"].get(k) == v for k, v in data.items()),
+            f"a {type!r} frame with {data}",
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _now_iso() -> str:
+    from reference_server.protocol import now_iso
+
+    return now_iso()
+
+
 @pytest.fixture
-def other_client(live_server: LiveServer) -> Iterator[NovaClient]:
-    """A second, authenticated Nova client (python-websockets) on ``live_server``."""
+def other_client(browser_server: LiveServer) -> Iterator[OtherClient]:
+    """A second, authenticated Nova client (python-websockets) on ``browser_server``."""
     client_id = unique_id("other")
-    client = NovaClient(live_server.ws_url(client_id), client_id, default_timeout=TIMEOUT_S)
-    client.connect()
-    client.authenticate(VALID_KEY)
+    client = OtherClient(browser_server.ws_url(client_id), client_id)
     try:
         yield client
     finally:

@@ -7,12 +7,12 @@ from playwright.sync_api import Page
 from tests.conftest import LiveServer
 
 
-def _store_module(page: Page, live_server: LiveServer) -> None:
-    page.goto(f"{live_server.http_url}/static/styles.css")  # same origin, no client running
+def _store_module(page: Page, browser_server: LiveServer) -> None:
+    page.goto(f"{browser_server.http_url}/static/styles.css")  # same origin, no client running
 
 
-def test_delays_double_from_the_base_up_to_the_cap(page: Page, live_server: LiveServer) -> None:
-    _store_module(page, live_server)
+def test_delays_double_from_the_base_up_to_the_cap(page: Page, browser_server: LiveServer) -> None:
+    _store_module(page, browser_server)
     delays = page.evaluate(
         """async () => {
           const { backoffDelay } = await import('/static/store.js');
@@ -22,8 +22,8 @@ def test_delays_double_from_the_base_up_to_the_cap(page: Page, live_server: Live
     assert delays == [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
 
 
-def test_jitter_stays_in_bounds_and_a_seed_replays_it(page: Page, live_server: LiveServer) -> None:
-    _store_module(page, live_server)
+def test_jitter_stays_in_bounds_and_a_seed_replays_it(page: Page, browser_server: LiveServer) -> None:
+    _store_module(page, browser_server)
     result = page.evaluate(
         """async () => {
           const { backoffDelay, createRandom } = await import('/static/store.js');

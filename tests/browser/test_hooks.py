@@ -9,6 +9,9 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ClientPage, unique_id
 
+# Channels unique to this run: the browser tests share one server per worker.
+GENERAL = unique_id("general")
+
 
 def test_websocket_status_event_drives_the_status(client_page: ClientPage) -> None:
     client_page.open()
@@ -32,8 +35,8 @@ def test_websocket_status_event_drives_the_status(client_page: ClientPage) -> No
 def test_websocket_message_event_is_handled_as_if_received(client_page: ClientPage) -> None:
     client_page.open()
     client_page.authenticate()
-    client_page.subscribe("general")
-    client_page.expect_subscribed("general")
+    client_page.subscribe(GENERAL)
+    client_page.expect_subscribed(GENERAL)
 
     client_page.dispatch("websocket-message", {
         "type": "error",
@@ -47,7 +50,7 @@ def test_websocket_message_event_is_handled_as_if_received(client_page: ClientPa
     message = {
         "type": "channel_message",
         "data": {
-            "channel": "general", "seq": 7, "message_id": "hook-1", "sender": "someone",
+            "channel": GENERAL, "seq": 7, "message_id": "hook-1", "sender": "someone",
             "content": "hello from a hook", "sent_at": "2025-01-01T12:00:00.000Z",
         },
         "timestamp": "2025-01-01T12:00:00.000Z",
@@ -55,12 +58,12 @@ def test_websocket_message_event_is_handled_as_if_received(client_page: ClientPa
     }
     client_page.dispatch("websocket-message", message)
     client_page.dispatch("websocket-message", message)  # a duplicate: shown once
-    item = client_page.message_items("general")
+    item = client_page.message_items(GENERAL)
     expect(item).to_have_count(1)
     expect(item).to_contain_text("hello from a hook")
     expect(item).to_have_attribute("data-state", "received")
     expect(item.get_by_test_id("message-state")).to_have_text("received")
-    assert client_page.state()["subscriptions"]["general"]["lastSeq"] == 7
+    assert client_page.state()["subscriptions"][GENERAL]["lastSeq"] == 7
 
     # The detail may also be the raw JSON text of a frame.
     client_page.dispatch("websocket-message", '{"type": "pong", "data": {}, "timestamp": "2025-01-01T12:00:00.000Z", "client_id": "x"}')

@@ -9,7 +9,10 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tests.browser.conftest import VALID_KEY, ClientPage
+from tests.browser.conftest import VALID_KEY, ClientPage, unique_id
+
+# Channels unique to this run: the browser tests share one server per worker.
+GENERAL = unique_id("general")
 
 
 def test_server_side_close_counts_up_then_reconnects_reauthenticates_and_resubscribes(
@@ -17,8 +20,8 @@ def test_server_side_close_counts_up_then_reconnects_reauthenticates_and_resubsc
 ) -> None:
     client_page.open(virtual_time=True, jitter="none")
     client_page.authenticate()
-    client_page.subscribe("general")
-    client_page.expect_subscribed("general")
+    client_page.subscribe(GENERAL)
+    client_page.expect_subscribed(GENERAL)
 
     client_page.faults.close_socket(1011, "maintenance")
 
@@ -35,13 +38,13 @@ def test_server_side_close_counts_up_then_reconnects_reauthenticates_and_resubsc
 
     expect(client_page.by("auth-status")).to_have_text("Authenticated")
     expect(client_page.by("connection-status")).to_have_text("connected")
-    client_page.expect_subscribed("general")
+    client_page.expect_subscribed(GENERAL)
     assert len(client_page.sockets) == 2
     connects = client_page.wait_for_sent("connect", 2)
     assert {c["data"]["api_key"] for c in connects} == {VALID_KEY}
     first, again = client_page.wait_for_sent("subscribe", 2)
     assert "since_seq" not in first["data"]
-    assert again["data"] == {"channel": "general", "since_seq": 0}
+    assert again["data"] == {"channel": GENERAL, "since_seq": 0}
     # The attempt counter resets once authenticated again; the time of the last one stays.
     expect(client_page.by("reconnect-info")).to_contain_text("Reconnection attempts: 0")
     expect(client_page.by("reconnect-info")).not_to_contain_text("Never")

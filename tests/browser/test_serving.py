@@ -15,7 +15,7 @@ from tests.conftest import LiveServer
 
 
 def _config(js: str) -> dict:  # type: ignore[type-arg]
-    match = re.search(r"Object\.freeze\((\{.*\})\);", js, re.S)
+    match = re.search(r"Object\.freeze\((\{.*\})\);", js, re.DOTALL)
     assert match, js
     return json.loads(match.group(1))  # type: ignore[no-any-return]
 

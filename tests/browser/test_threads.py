@@ -5,22 +5,20 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import expect
 
-from harness.client import NovaClient
-from tests.browser.conftest import TIMEOUT_S, VALID_KEY, ClientPage
+from tests.browser.conftest import TIMEOUT_S, VALID_KEY, ClientPage, OtherClient, unique_id
 
 
-def test_create_open_and_follow_a_thread_live(client_page: ClientPage, other_client: NovaClient) -> None:
+def test_create_open_and_follow_a_thread_live(client_page: ClientPage, other_client: OtherClient) -> None:
     client_page.open()
     client_page.authenticate()
-    expect(client_page.by("threads-note")).to_contain_text("No threads yet")
+    title = unique_id("Release planning")
 
-    client_page.by("thread-title-input").fill("Release planning")
+    client_page.by("thread-title-input").fill(title)
     client_page.by("create-thread-button").click()
 
-    expect(client_page.by("thread-item")).to_have_count(1)
-    expect(client_page.by("thread-item")).to_contain_text("Release planning")
+    expect(client_page.by("thread-item").filter(has_text=title)).to_have_count(1)
     expect(client_page.by("thread-view")).to_be_visible()
-    expect(client_page.by("thread-title")).to_have_text("Release planning")
+    expect(client_page.by("thread-title")).to_have_text(title)
     thread_id = client_page.state()["threads"]["openId"]
     channel = f"thread:{thread_id}"
     client_page.expect_subscribed(channel)
@@ -51,14 +49,14 @@ def test_create_open_and_follow_a_thread_live(client_page: ClientPage, other_cli
 def test_opening_an_existing_thread_shows_its_history(client_page: ClientPage) -> None:
     base = client_page.server.http_url
     headers = {"X-API-Key": VALID_KEY}
-    thread = httpx.post(f"{base}/api/chat/threads", json={"title": "Older thread"}, headers=headers, timeout=TIMEOUT_S).json()
+    title = unique_id("Older thread")
+    thread = httpx.post(f"{base}/api/chat/threads", json={"title": title}, headers=headers, timeout=TIMEOUT_S).json()
     for text in ("one", "two"):
         httpx.post(f"{base}/api/chat/threads/{thread['id']}/messages", json={"content": text}, headers=headers, timeout=TIMEOUT_S)
     client_page.open()
     client_page.authenticate()
 
-    expect(client_page.by("thread-item")).to_contain_text("Older thread")
-    client_page.by("thread-open-button").click()
+    client_page.by("thread-item").filter(has_text=title).get_by_test_id("thread-open-button").click()
 
     thread_messages = client_page.by("thread-messages").get_by_test_id("thread-message")
     expect(thread_messages).to_have_count(2)
