@@ -96,9 +96,10 @@ class NovaClient:
         """Open the socket and wait for ``connection_established``."""
         timeout = self._timeout(timeout)
         headers = {"Origin": self._origin} if self._origin else None
+        # Entered as a context manager, as websockets asks; close() closes it.
         self._conn = connect(
             self.url, open_timeout=timeout, additional_headers=headers, max_size=self._max_size
-        )
+        ).__enter__()
         self._reader = threading.Thread(target=self._read, name=f"nova-client-{self.client_id}", daemon=True)
         self._reader.start()
         self.expect("connection_established", timeout=timeout)
@@ -122,10 +123,9 @@ class NovaClient:
             pass
         finally:
             conn = self._conn
-            rcvd = conn.close_rcvd if conn is not None else None
             with self._cond:
-                if rcvd is not None:
-                    self.close_code, self.close_reason = rcvd.code, rcvd.reason
+                if conn is not None and conn.close_code is not None:
+                    self.close_code, self.close_reason = conn.close_code, conn.close_reason or ""
                 elif self.close_code is None:
                     self.close_code, self.close_reason = 1006, ""
                 self._closed.set()

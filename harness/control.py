@@ -53,15 +53,15 @@ class FaultControl:
 
     def reject_handshakes(self, client_id: str, status: int = 503, count: int | None = None) -> Any:
         """Answer the next ``count`` handshakes (all when None) with HTTP ``status``."""
-        return self._call("POST", f"{self._client(client_id)}/reject-handshakes", {"status": status, "count": count})
+        return self._call("POST", f"{self._client(client_id)}/reject", {"status": status, "count": count})
 
-    def hold_handshakes(self, client_id: str) -> Any:
-        """Hold handshakes open (the browser stays CONNECTING) until released."""
-        return self._call("POST", f"{self._client(client_id)}/hold-handshakes", {})
+    def hold_handshakes(self, client_id: str, timeout_ms: int | None = None) -> Any:
+        """Hold handshakes open (the browser stays CONNECTING) until released (or ``timeout_ms``)."""
+        return self._call("POST", f"{self._client(client_id)}/hold", {"timeout_ms": timeout_ms})
 
     def release_handshakes(self, client_id: str) -> Any:
         """Let held handshakes proceed (they are judged again: a reject rule still applies)."""
-        return self._call("POST", f"{self._client(client_id)}/release-handshakes", {})
+        return self._call("POST", f"{self._client(client_id)}/release", {})
 
     def delay(self, client_id: str, ms: int, types: list[str] | None = None) -> Any:
         """Send server-to-client frames ``ms`` later, in order."""
@@ -85,6 +85,10 @@ class FaultControl:
         """Send ``message`` (a whole envelope) to the client as if the server had produced it."""
         return self._call("POST", f"{self._client(client_id)}/push", {"message": message, "validate": validate})
 
+    def push_raw(self, client_id: str, text: str) -> Any:
+        """Send one text frame exactly as given (for tests of the client's input handling)."""
+        return self._call("POST", f"{self._client(client_id)}/push", {"raw": text})
+
     # ------------------------------------------------------------ state
 
     def clear(self, client_id: str | None = None) -> Any:
@@ -96,6 +100,10 @@ class FaultControl:
     def state(self) -> Any:
         """Every active rule."""
         return self._call("GET", "/faults")
+
+    def clients(self) -> Any:
+        """Every open WebSocket connection."""
+        return self._call("GET", "/clients")
 
     def client_info(self, client_id: str) -> Any:
         """Whether the client is connected and authenticated, and its subscriptions."""
