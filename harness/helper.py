@@ -267,7 +267,8 @@ class WebSocketTestHelper:
         self._require_virtual_time("advance_to_next_reconnect")
         info = self._page.evaluate(
             "() => { const s = window.__novaWs.getState();"
-            " return {at: s.nextReconnectAt == null ? null : Date.parse(s.nextReconnectAt),"
+            " const at = s.nextReconnectAt;"
+            " return {at: at == null ? null : (typeof at === 'number' ? at : Date.parse(at)),"
             " delay: s.nextReconnectDelay, now: Date.now()}; }"
         )
         if info.get("at") is None:
