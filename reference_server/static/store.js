@@ -325,7 +325,7 @@ export function createStore(settings, deps = {}) {
   function startOp(type, id, extra = {}) {
     const timeoutMs = settings.operationTimeoutMs;
     const op = { id, type, sentAt: nowIso(), timeoutMs, ...extra };
-    op.timer = setTimeout(() => timeoutOp(id), timeoutMs);
+    op.timer = timeoutMs > 0 ? setTimeout(() => timeoutOp(id), timeoutMs) : null;
     ops.set(id, op);
     syncOps();
     return op;
@@ -419,18 +419,20 @@ export function createStore(settings, deps = {}) {
     }
     ws = socket;
     setStatus('connecting', `${detail}: ${state.wsUrl}`);
-    openTimer = setTimeout(() => {
-      openTimer = null;
-      if (ws !== socket) return;
-      dropSocket();
-      handleClosed(1006, `Connection not opened within ${settings.openTimeoutMs} ms`);
-    }, settings.openTimeoutMs);
+    if (settings.openTimeoutMs > 0) {
+      openTimer = setTimeout(() => {
+        openTimer = null;
+        if (ws !== socket) return;
+        dropSocket();
+        handleClosed(1006, `Connection not opened within ${settings.openTimeoutMs} ms`);
+      }, settings.openTimeoutMs);
+    }
     socket.onopen = () => {
       if (ws !== socket) return;
       clearTimeout(openTimer);
       openTimer = null;
       setStatus('connected', 'Socket open; waiting for connection_established');
-      heartbeatTimer = setInterval(sendPing, settings.heartbeatIntervalMs);
+      if (settings.heartbeatIntervalMs > 0) heartbeatTimer = setInterval(sendPing, settings.heartbeatIntervalMs);
     };
     socket.onmessage = (event) => {
       if (ws === socket) receive(event.data);

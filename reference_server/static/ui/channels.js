@@ -25,16 +25,17 @@ export function mount(root, store) {
         class: 'channel-item', testid: 'channel-item',
         dataset: { channel: sub.channel, state: sub.state, lastSeq: sub.lastSeq ?? '' },
       },
-      h('span', { class: 'channel-name' }, `#${sub.channel}`),
-      h('span', { class: `badge state-${sub.state}`, testid: 'channel-state' }, STATE_TEXT[sub.state] ?? sub.state),
-      h('span', { class: 'muted channel-seq', title: 'Last sequence number seen' },
-        sub.lastSeq === null || sub.lastSeq === undefined ? 'seq –' : `seq ${sub.lastSeq}`),
-      sub.error ? h('span', { class: 'channel-error' }, sub.error) : null,
-      h('button', {
-        type: 'button', class: 'link', testid: 'unsubscribe-button',
-        'aria-label': `Unsubscribe from ${sub.channel}`,
-        onclick: () => store.unsubscribe(sub.channel),
-      }, 'Leave'))));
+      h('div', { class: 'channel-row' },
+        h('span', { class: 'channel-name', title: sub.channel }, `#${sub.channel}`),
+        h('span', { class: `badge state-${sub.state}`, testid: 'channel-state' }, STATE_TEXT[sub.state] ?? sub.state),
+        h('span', { class: 'muted channel-seq', title: 'Last sequence number seen' },
+          sub.lastSeq === null || sub.lastSeq === undefined ? 'seq –' : `seq ${sub.lastSeq}`),
+        h('button', {
+          type: 'button', class: 'link', testid: 'unsubscribe-button',
+          'aria-label': `Unsubscribe from ${sub.channel}`,
+          onclick: () => store.unsubscribe(sub.channel),
+        }, 'Leave')),
+      sub.error ? h('p', { class: 'channel-error', testid: 'channel-error' }, sub.error) : null)));
     }),
     memo((s) => s.channels.map((c) => c.name), (names) => {
       options.replaceChildren(...names.map((n) => h('option', { value: n })));

@@ -3,14 +3,14 @@
 import { byTestId, h, memo, timeEl } from './dom.js';
 
 /** One message as a list item; shared with the chat thread view. */
-export function messageItem(m, clientId, testid = 'message-item') {
+export function messageItem(m, clientId, testid = 'message-item', { showChannel = true } = {}) {
   const badgeText = m.own ? m.state : 'received';
   return h('li', {
     class: `msg ${m.own ? 'own' : 'theirs'} state-${m.state}`, testid,
     dataset: { messageId: m.messageId, channel: m.channel, state: m.state, seq: m.seq ?? '', queued: m.queued ? 'true' : 'false' },
   },
   h('div', { class: 'msg-head' },
-    h('span', { class: 'msg-channel' }, `#${m.channel}`),
+    showChannel ? h('span', { class: 'msg-channel' }, `#${m.channel}`) : null,
     h('span', { class: 'msg-sender' }, m.sender === clientId ? 'you' : m.sender),
     m.seq !== null && m.seq !== undefined ? h('span', { class: 'msg-seq', title: 'Sequence number in the channel' }, `seq ${m.seq}`) : null,
     timeEl(m.time),

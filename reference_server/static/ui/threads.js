@@ -76,7 +76,7 @@ export function mount(root, store) {
       title.textContent = open.thread.title ?? open.thread.id;
       channelLabel.textContent = `#${open.channel}${open.sub ? ` · ${open.sub.state}` : ''}`;
       messages.replaceChildren(...(open.messages.length
-        ? open.messages.map((m) => messageItem(m, open.clientId, 'thread-message'))
+        ? open.messages.map((m) => messageItem(m, open.clientId, 'thread-message', { showChannel: false }))
         : [h('li', { class: 'muted empty' }, 'No messages yet.')]));
       messages.scrollTop = messages.scrollHeight;
     }),
