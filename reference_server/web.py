@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, PROTOCOL_VERSION
 from .settings import Settings
 
-__all__ = ["STATIC_DIR", "ClientConfig", "client_config", "config_js", "install", "frontend_app"]
+__all__ = ["STATIC_DIR", "ClientConfig", "client_config", "config_js", "frontend_app", "install"]
 
 #: The client's files: index.html, styles.css and the ES modules.
 STATIC_DIR = Path(__file__).parent / "static"
@@ -78,7 +78,7 @@ class ClientConfig:
     def to_js(self) -> dict[str, Any]:
         """The config as the page sees it: camelCase keys, ``extra`` merged in."""
         raw = asdict(self)
-        extra = raw.pop("extra")
+        extra: dict[str, Any] = raw.pop("extra")
         return {_camel(k): v for k, v in raw.items()} | extra
 
 
@@ -129,9 +129,8 @@ def install(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     for route in _page_routes(client_config(settings)):
         app.router.routes.append(route)
-    if settings.allowed_origins and not any(
-        m.cls is CORSMiddleware for m in app.user_middleware
-    ):
+    already = any(getattr(m, "cls", None) is CORSMiddleware for m in app.user_middleware)
+    if settings.allowed_origins and not already:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.allowed_origins),

@@ -1012,6 +1012,10 @@ export function createStore(settings, deps = {}) {
 
   /** The test-mode `websocket-status` event: drive the status as the seed's setConnectionStatus. */
   function setConnectionStatus(status, error = null) {
+    if (!STATUSES.includes(status)) {
+      recordError('test', `websocket-status ignored: unknown status ${JSON.stringify(status)}; expected one of ${STATUSES.join(', ')}`);
+      return;
+    }
     if (error) recordError('test', String(error));
     setStatus(status, error ? String(error) : 'Set by the websocket-status test event');
   }
