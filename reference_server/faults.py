@@ -46,15 +46,15 @@ from typing import Any, NamedTuple
 __all__ = [
     "ANY_CLIENT",
     "Accept",
-    "Reject",
-    "Hold",
-    "HandshakeDecision",
-    "OutboundDecision",
-    "RejectRule",
-    "HoldRule",
     "DelayRule",
     "DropRule",
     "FaultController",
+    "HandshakeDecision",
+    "Hold",
+    "HoldRule",
+    "OutboundDecision",
+    "Reject",
+    "RejectRule",
     "close_code_problem",
 ]
 
@@ -160,7 +160,9 @@ class _Rules:
     drop: DropRule | None = None
 
     def empty(self) -> bool:
-        return self.reject is None and self.hold is None and self.delay is None and self.drop is None
+        return (
+            self.reject is None and self.hold is None and self.delay is None and self.drop is None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,7 +192,7 @@ def _types(types: Iterable[str] | None) -> frozenset[str] | None:
     if types is None:
         return None
     if isinstance(types, str):
-        raise ValueError(f"types must be a list of message types, not the string {types!r}")
+        raise TypeError(f"types must be a list of message types, not the string {types!r}")
     result = frozenset(types)
     if not result:
         raise ValueError("types is empty: pass None to match every message type")
@@ -267,7 +269,9 @@ class FaultController:
     def hold_handshakes(self, client_id: str, timeout_ms: int | None = None) -> None:
         """Hold handshakes of ``client_id`` until released (or ``timeout_ms`` after each arrives)."""
         if timeout_ms is not None and timeout_ms < 0:
-            raise ValueError(f"timeout_ms must be >= 0 or None (hold until released), got {timeout_ms!r}")
+            raise ValueError(
+                f"timeout_ms must be >= 0 or None (hold until released), got {timeout_ms!r}"
+            )
         self._rules_of(client_id).hold = HoldRule(timeout_ms)
         self._changed()
 

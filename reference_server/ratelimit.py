@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["Verdict", "TokenBucket"]
+__all__ = ["TokenBucket", "Verdict"]
 
 
 class Verdict(Enum):

@@ -56,7 +56,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,13 +90,13 @@ from .settings import Settings
 from .storage import Storage
 
 __all__ = [
-    "router",
+    "TRANSPORT_OWNER_KEY",
     "Connection",
     "ConnectionRegistry",
     "TransportCaptureMiddleware",
-    "TRANSPORT_OWNER_KEY",
     "connection_registry",
     "origin_allowed",
+    "router",
 ]
 
 log = logging.getLogger("reference_server.ws")
@@ -174,7 +174,12 @@ def _dumps(message: Any) -> str:
 def _frame(
     type: str, data: dict[str, Any], client_id: str, id: str | None = None
 ) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": type, "data": data, "timestamp": now_iso(), "client_id": client_id}
+    frame: dict[str, Any] = {
+        "type": type,
+        "data": data,
+        "timestamp": now_iso(),
+        "client_id": client_id,
+    }
     if id is not None:
         frame["id"] = id
     return frame
@@ -246,7 +251,9 @@ class Connection:
 
     def start(self) -> None:
         """Start the writer task (call once, right after accept)."""
-        self._writer = asyncio.create_task(self._write_loop(), name=f"nova-ws-writer:{self.client_id}")
+        self._writer = asyncio.create_task(
+            self._write_loop(), name=f"nova-ws-writer:{self.client_id}"
+        )
 
     @property
     def closing(self) -> bool:
@@ -257,7 +264,9 @@ class Connection:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def request_close(self, code: int, reason: str = "", *, urgent: bool = False) -> asyncio.Task[None]:
+    def request_close(
+        self, code: int, reason: str = "", *, urgent: bool = False
+    ) -> asyncio.Task[None]:
         """Start closing (idempotent; the first request wins) and return the closing task.
 
         Ordered (default): frames already queued go first, then the close
@@ -365,8 +374,10 @@ class Connection:
                     if decision.delay_ms:
                         await asyncio.sleep(decision.delay_ms / 1000)
                 payload = item.payload
-                await self.websocket.send_text(payload if isinstance(payload, str) else _dumps(payload))
-        except (OSError, RuntimeError, Exception) as exc:  # noqa: BLE001 - the socket is gone
+                await self.websocket.send_text(
+                    payload if isinstance(payload, str) else _dumps(payload)
+                )
+        except Exception as exc:  # noqa: BLE001 - the socket is gone: stop writing
             log.debug("writer of %s stopped: %r", self.client_id, exc)
         finally:
             self._dead = True
@@ -515,7 +526,12 @@ class _Session:
         operation_id: str | None = None,
         details: Any = None,
     ) -> None:
-        data = {"code": code.value, "message": message, "operation_id": operation_id, "details": details}
+        data = {
+            "code": code.value,
+            "message": message,
+            "operation_id": operation_id,
+            "details": details,
+        }
         await self.reply("error", data, id=operation_id)
 
     # ------------------------------------------------------------ loop
@@ -531,7 +547,9 @@ class _Session:
                 "server_time": now_iso(),
             },
         )
-        watchdog = asyncio.create_task(self._auth_watchdog(), name=f"nova-ws-auth:{self.conn.client_id}")
+        watchdog = asyncio.create_task(
+            self._auth_watchdog(), name=f"nova-ws-auth:{self.conn.client_id}"
+        )
         try:
             while True:
                 event = await self.conn.websocket.receive()
@@ -546,10 +564,14 @@ class _Session:
     async def _auth_watchdog(self) -> None:
         await asyncio.sleep(self.settings.auth_timeout_ms / 1000)
         if not self.conn.authenticated:
-            log.info("closing %s: no connect within %d ms", self.conn.client_id, self.settings.auth_timeout_ms)
+            log.info(
+                "closing %s: no connect within %d ms",
+                self.conn.client_id,
+                self.settings.auth_timeout_ms,
+            )
             self.conn.request_close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
-    async def _on_frame(self, event: dict[str, Any]) -> None:
+    async def _on_frame(self, event: Mapping[str, Any]) -> None:
         verdict = self.bucket.take(time.monotonic())
         if verdict is not Verdict.ADMIT:
             await self.error(
@@ -562,12 +584,17 @@ class _Session:
                 log.warning("closing %s: %s", self.conn.client_id, RATE_LIMIT_REASON)
                 self.conn.request_close(CloseCode.POLICY_VIOLATION, RATE_LIMIT_REASON)
             return
-        raw: str | bytes = event["text"] if event.get("text") is not None else event.get("bytes") or b""
+        raw: str | bytes = (
+            event["text"] if event.get("text") is not None else event.get("bytes") or b""
+        )
         try:
             msg = parse_client_message(raw)
         except ProtocolError as exc:
             await self.error(
-                ErrorCode.INVALID_MESSAGE, exc.message, operation_id=_operation_id(raw), details=exc.details
+                ErrorCode.INVALID_MESSAGE,
+                exc.message,
+                operation_id=_operation_id(raw),
+                details=exc.details,
             )
             return
         if not self.conn.authenticated and msg.type != "connect":
@@ -616,22 +643,32 @@ class _Session:
             )
             self.conn.request_close(CloseCode.AUTH_FAILED, "authentication failed")
             return
-        metadata = {"type": msg.data.metadata.type, "permissions": list(permissions), "created": now_iso()}
+        metadata = {
+            "type": msg.data.metadata.type,
+            "permissions": list(permissions),
+            "created": now_iso(),
+        }
         self.conn.authenticated = True
         self.conn.metadata = metadata
         self.conn.permissions = frozenset(permissions)
         previous = self.hub.register(self.conn)
         if previous is not None:
-            log.info("client %s reconnected: closing its older connection with 4003", self.conn.client_id)
+            log.info(
+                "client %s reconnected: closing its older connection with 4003", self.conn.client_id
+            )
             if isinstance(previous, Connection):
                 previous.request_close(CloseCode.REPLACED, REPLACED_REASON)
             else:  # a foreign Peer implementation
                 task = asyncio.create_task(previous.close(CloseCode.REPLACED, REPLACED_REASON))
                 self._replaced.add(task)
                 task.add_done_callback(self._replaced.discard)
-        await self.reply("auth_success", {"client_id": self.conn.client_id, "metadata": metadata}, id=msg.id)
+        await self.reply(
+            "auth_success", {"client_id": self.conn.client_id, "metadata": metadata}, id=msg.id
+        )
 
-    async def _channel_allowed(self, channel: str, action: Action | None, operation_id: str | None) -> bool:
+    async def _channel_allowed(
+        self, channel: str, action: Action | None, operation_id: str | None
+    ) -> bool:
         problem = channel_problem(channel)
         if problem is not None:
             await self.error(
@@ -748,7 +785,9 @@ async def _wait_until_released(websocket: WebSocket, faults: FaultController, ho
                 return True
             timeout = None if hold.deadline is None else max(0.0, hold.deadline - time.monotonic())
             woken = asyncio.ensure_future(wake.wait())
-            done, _ = await asyncio.wait({woken, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {woken, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             woken.cancel()
             if gone in done:
                 return False
@@ -765,7 +804,11 @@ async def _handshake_faults(websocket: WebSocket, faults: FaultController, clien
         return True
     if isinstance(decision, Reject):
         log.info("handshake of %s rejected with %d by a fault rule", client_id, decision.status)
-        await _deny(websocket, decision.status, decision.body or f"handshake rejected by a harness fault rule")
+        await _deny(
+            websocket,
+            decision.status,
+            decision.body or "handshake rejected by a harness fault rule",
+        )
         return False
     try:
         log.info("handshake of %s held by a fault rule", client_id)
@@ -826,7 +869,8 @@ async def _refuse_client_id(websocket: WebSocket, client_id: str, problem: str) 
     try:
         await websocket.send_text(_dumps(error))
         await websocket.close(
-            CloseCode.POLICY_VIOLATION, _close_reason(f"invalid client id: must match {CLIENT_ID_PATTERN}")
+            CloseCode.POLICY_VIOLATION,
+            _close_reason(f"invalid client id: must match {CLIENT_ID_PATTERN}"),
         )
     except Exception as exc:  # noqa: BLE001 - the client left first
         log.debug("refusing client id %r: %r", client_id, exc)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -40,7 +42,9 @@ class NovaTestClient:
         self.client_id = client_id
         self.frames: list[dict[str, Any]] = []
 
-    async def send(self, type: str, data: dict[str, Any] | None = None, *, id: str | None = None) -> str | None:
+    async def send(
+        self, type: str, data: dict[str, Any] | None = None, *, id: str | None = None
+    ) -> str | None:
         frame: dict[str, Any] = {
             "type": type,
             "data": data if data is not None else {},
@@ -84,7 +88,9 @@ class NovaTestClient:
         assert frame["data"]["code"] == code, f"expected error {code!r}, got {frame['data']}"
         return frame
 
-    async def authenticate(self, api_key: str = "valid-test-key", **metadata: Any) -> dict[str, Any]:
+    async def authenticate(
+        self, api_key: str = "valid-test-key", **metadata: Any
+    ) -> dict[str, Any]:
         op = uuid.uuid4().hex
         await self.send("connect", {"api_key": api_key, "metadata": metadata}, id=op)
         frame = await self.expect("auth_success")
@@ -146,3 +152,31 @@ async def authenticated(
     async with nova_client(url, client_id, **kwargs) as client:
         await client.authenticate(api_key)
         yield client
+
+
+#: One TLS context for every HarnessAPI call: building one per client costs ~40 ms.
+_TLS = ssl.create_default_context()
+
+
+class HarnessAPI:
+    """Calls the server's ``/__harness`` API with its token (a fresh httpx client per call,
+    so it can be built by a plain fixture and used from any event loop)."""
+
+    def __init__(self, server: LiveServer, *, token: str | None = None) -> None:
+        self.base_url = server.http_url
+        self.headers = server.harness_headers if token is None else {"X-Harness-Token": token}
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=TIMEOUT, verify=_TLS
+        ) as http:
+            return await http.request(method, url, **kwargs)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)

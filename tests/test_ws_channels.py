@@ -15,7 +15,9 @@ from tests._wsclient import TIMEOUT, NovaTestClient, authenticated, new_client_i
 from tests.conftest import LiveServer
 
 
-async def _publish(client: NovaTestClient, channel: str, content: str, op: str | None = None) -> dict[str, Any]:
+async def _publish(
+    client: NovaTestClient, channel: str, content: str, op: str | None = None
+) -> dict[str, Any]:
     """Publish and return the delivery_confirmation (skipping the sender's own channel_message)."""
     await client.send("publish", {"channel": channel, "content": content}, id=op)
     while True:
@@ -26,7 +28,9 @@ async def _publish(client: NovaTestClient, channel: str, content: str, op: str |
 
 
 @pytest.mark.asyncio
-async def test_subscribe_answers_subscribed_with_last_seq_and_echoes_id(live_server: LiveServer) -> None:
+async def test_subscribe_answers_subscribed_with_last_seq_and_echoes_id(
+    live_server: LiveServer,
+) -> None:
     cid = new_client_id()
     async with authenticated(live_server.ws_url(cid), cid) as client:
         frame = await client.request("subscribe", {"channel": "general"}, reply="subscribed")
@@ -64,7 +68,9 @@ async def test_two_clients_exchange_channel_messages(live_server: LiveServer) ->
 
 
 @pytest.mark.asyncio
-async def test_publish_without_id_is_confirmed_with_a_server_message_id(live_server: LiveServer) -> None:
+async def test_publish_without_id_is_confirmed_with_a_server_message_id(
+    live_server: LiveServer,
+) -> None:
     cid = new_client_id()
     async with authenticated(live_server.ws_url(cid), cid) as client:
         confirmation = await _publish(client, "general", "no id")
@@ -87,7 +93,9 @@ async def test_republishing_the_same_id_is_confirmed_again_but_not_redelivered(
         second = await _publish(p, "general", "once", op="dup-1")
         third = await _publish(p, "general", "twice", op="dup-2")
         got = [await s.expect("channel_message"), await s.expect("channel_message")]
-    assert first["data"] == second["data"] == {"message_id": "dup-1", "channel": "general", "seq": 1}
+    assert (
+        first["data"] == second["data"] == {"message_id": "dup-1", "channel": "general", "seq": 1}
+    )
     assert third["data"]["seq"] == 2
     assert [f["data"]["message_id"] for f in got] == ["dup-1", "dup-2"]
 
@@ -180,11 +188,15 @@ async def test_since_seq_replays_the_backlog_before_subscribed(live_server: Live
 
 
 @pytest.mark.asyncio
-async def test_since_seq_ahead_of_the_channel_reports_the_real_last_seq(live_server: LiveServer) -> None:
+async def test_since_seq_ahead_of_the_channel_reports_the_real_last_seq(
+    live_server: LiveServer,
+) -> None:
     cid = new_client_id()
     async with authenticated(live_server.ws_url(cid), cid) as client:
         await _publish(client, "general", "one")
-        frame = await client.request("subscribe", {"channel": "general", "since_seq": 100}, reply="subscribed")
+        frame = await client.request(
+            "subscribe", {"channel": "general", "since_seq": 100}, reply="subscribed"
+        )
         assert frame["data"]["last_seq"] == 1
         await client.send("publish", {"channel": "general", "content": "two"}, id="two")
         live = await client.expect("channel_message")

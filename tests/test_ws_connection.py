@@ -17,8 +17,11 @@ from reference_server.ws import origin_allowed
 from tests._wsclient import ServerFactory, authenticated, new_client_id, nova_client
 from tests.conftest import LiveServer
 
+
 @pytest.mark.asyncio
-async def test_connection_established_names_client_timeout_version_and_time(live_server: LiveServer) -> None:
+async def test_connection_established_names_client_timeout_version_and_time(
+    live_server: LiveServer,
+) -> None:
     cid = new_client_id()
     async with nova_client(live_server.ws_url(cid), cid, greet=False) as client:
         frame = await client.expect("connection_established")
@@ -33,7 +36,9 @@ async def test_connection_established_names_client_timeout_version_and_time(live
 async def test_auth_success_carries_metadata_and_echoes_id(live_server: LiveServer) -> None:
     cid = new_client_id()
     async with nova_client(live_server.ws_url(cid), cid) as client:
-        await client.send("connect", {"api_key": "development", "metadata": {"type": "browser"}}, id="op-1")
+        await client.send(
+            "connect", {"api_key": "development", "metadata": {"type": "browser"}}, id="op-1"
+        )
         frame = await client.expect("auth_success")
     assert frame["id"] == "op-1"
     assert frame["data"]["client_id"] == cid
@@ -71,7 +76,9 @@ async def test_wrong_key_gets_auth_failed_then_4001(live_server: LiveServer) -> 
 
 
 @pytest.mark.asyncio
-async def test_no_connect_within_the_auth_timeout_closes_4002(server_factory: ServerFactory) -> None:
+async def test_no_connect_within_the_auth_timeout_closes_4002(
+    server_factory: ServerFactory,
+) -> None:
     server: LiveServer = server_factory(auth_timeout_ms=300)
     cid = new_client_id()
     async with nova_client(server.ws_url(cid), cid) as client:
@@ -81,7 +88,9 @@ async def test_no_connect_within_the_auth_timeout_closes_4002(server_factory: Se
 
 
 @pytest.mark.asyncio
-async def test_authenticating_in_time_cancels_the_auth_timeout(server_factory: ServerFactory) -> None:
+async def test_authenticating_in_time_cancels_the_auth_timeout(
+    server_factory: ServerFactory,
+) -> None:
     server: LiveServer = server_factory(auth_timeout_ms=300)
     cid = new_client_id()
     async with authenticated(server.ws_url(cid), cid) as client:
@@ -113,7 +122,9 @@ async def test_messages_before_connect_get_not_authenticated_and_the_connection_
 
 
 @pytest.mark.asyncio
-async def test_second_connect_on_an_authenticated_connection_is_refused(live_server: LiveServer) -> None:
+async def test_second_connect_on_an_authenticated_connection_is_refused(
+    live_server: LiveServer,
+) -> None:
     cid = new_client_id()
     async with authenticated(live_server.ws_url(cid), cid) as client:
         await client.send("connect", {"api_key": "development", "metadata": {}}, id="again")
@@ -184,7 +195,9 @@ async def test_allowed_origins_pass(live_server: LiveServer, origin: str | None)
 
 
 @pytest.mark.asyncio
-async def test_configured_origin_passes_and_default_ones_are_replaced(server_factory: ServerFactory) -> None:
+async def test_configured_origin_passes_and_default_ones_are_replaced(
+    server_factory: ServerFactory,
+) -> None:
     server: LiveServer = server_factory(allowed_origins=["https://app.example.com"])
     cid = new_client_id()
     async with nova_client(server.ws_url(cid), cid, origin="https://app.example.com"):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from reference_server.protocol import SERVER_MESSAGE_TYPES, now_iso
-from tests._wsclient import ServerFactory, authenticated, new_client_id, nova_client
+from tests._wsclient import TIMEOUT, ServerFactory, authenticated, new_client_id, nova_client
 from tests.conftest import LiveServer
 
 
@@ -22,8 +22,14 @@ from tests.conftest import LiveServer
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
-        (json.dumps({"type": "teleport", "data": {}, "timestamp": now_iso(), "client_id": "x"}), "unknown"),
-        (json.dumps({"type": "subscribe", "data": {}, "timestamp": now_iso(), "client_id": "x"}), "channel"),
+        (
+            json.dumps({"type": "teleport", "data": {}, "timestamp": now_iso(), "client_id": "x"}),
+            "unknown",
+        ),
+        (
+            json.dumps({"type": "subscribe", "data": {}, "timestamp": now_iso(), "client_id": "x"}),
+            "channel",
+        ),
         (b"\x00\x01binary", "binary"),
     ],
     ids=["invalid-json", "not-an-object", "unknown-type", "schema-violation", "binary"],
@@ -44,7 +50,13 @@ async def test_bad_input_gets_invalid_message_and_the_connection_keeps_working(
 async def test_invalid_message_echoes_the_operation_id_when_it_can(live_server: LiveServer) -> None:
     cid = new_client_id()
     async with nova_client(live_server.ws_url(cid), cid) as client:
-        bad = {"type": "publish", "data": {"channel": "general"}, "timestamp": now_iso(), "client_id": cid, "id": "op-9"}
+        bad = {
+            "type": "publish",
+            "data": {"channel": "general"},
+            "timestamp": now_iso(),
+            "client_id": cid,
+            "id": "op-9",
+        }
         await client.send_raw(json.dumps(bad))
         error = await client.expect_error("invalid_message")
     assert error["data"]["operation_id"] == "op-9"
@@ -56,14 +68,18 @@ async def test_frame_over_the_size_limit_closes_1009(server_factory: ServerFacto
     server = server_factory(max_message_bytes=2048)
     cid = new_client_id()
     async with authenticated(server.ws_url(cid), cid) as client:
-        await client.request("publish", {"channel": "general", "content": "x" * 1500}, reply="delivery_confirmation")
+        await client.request(
+            "publish", {"channel": "general", "content": "x" * 1500}, reply="delivery_confirmation"
+        )
         await client.send("publish", {"channel": "general", "content": "x" * 3000})
         code, _ = await client.closed()
     assert code == 1009
 
 
 @pytest.mark.asyncio
-async def test_rate_limit_answers_rate_limited_then_closes_1008(server_factory: ServerFactory) -> None:
+async def test_rate_limit_answers_rate_limited_then_closes_1008(
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory(rate_limit_per_second=0.001, rate_limit_burst=4, rate_limit_strikes=3)
     cid = new_client_id()
     async with nova_client(server.ws_url(cid), cid) as client:
@@ -98,18 +114,19 @@ async def test_client_error_is_logged_and_stored(
     caplog.set_level(logging.WARNING, logger="reference_server.client_errors")
     cid = new_client_id()
     async with authenticated(live_server.ws_url(cid), cid) as client:
-        await client.send("client_error", {"message": "render failed", "context": {"component": "list"}})
-        await client.request("ping", reply="pong")  # frames are handled in order: the error is stored
-    response = httpx.get(
-        f"{live_server.http_url}/api/client-errors",
-        params={"client_id": cid},
-        headers={"X-API-Key": "valid-test-key"},
-        timeout=5,
-    )
+        await client.send(
+            "client_error", {"message": "render failed", "context": {"component": "x"}}
+        )
+        # Frames are handled in order: once the pong arrives, the error is stored.
+        await client.request("ping", reply="pong")
+    async with httpx.AsyncClient(base_url=live_server.http_url, timeout=TIMEOUT) as http:
+        response = await http.get(
+            "/api/client-errors", params={"client_id": cid}, headers={"X-API-Key": "valid-test-key"}
+        )
     assert response.status_code == 200, response.text
     [record] = response.json()
     assert record["message"] == "render failed"
-    assert record["context"] == {"component": "list"}
+    assert record["context"] == {"component": "x"}
     assert any(
         r.name == "reference_server.client_errors" and cid in r.getMessage() for r in caplog.records
     )
