@@ -113,7 +113,7 @@ class WebSocketTestHelper:
             # Paused from the first script on: no page timer fires unless the test advances time.
             start = datetime.now(UTC)
             self._page.clock.install(time=start)
-            self._page.clock.pause_at(start + timedelta(milliseconds=1))
+            self._pause_clock(start)
         url = self._server.page_url(self._client_id)
         self._page.goto(url)
         self._wait_js(
@@ -129,6 +129,18 @@ class WebSocketTestHelper:
         if self.mode == "real":
             self.wait_for_connection_status("connected")
         return self
+
+    def _pause_clock(self, start: datetime) -> None:
+        # The installed clock runs from `start` until paused, and pause_at refuses a time
+        # already past; on a busy machine the first margin can be too short.
+        for margin_s in (1, 10, 60):
+            try:
+                self._page.clock.pause_at(start + timedelta(seconds=margin_s))
+                return
+            except Exception as exc:  # playwright Error: "Cannot fast-forward to the past"
+                if "past" not in str(exc):
+                    raise
+        raise HarnessError("could not pause the page clock: this machine is too slow to keep up")
 
     def cleanup(self) -> None:
         """Lift every server-side fault for this client and check the frame journal."""
