@@ -97,8 +97,8 @@ def _host(host: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-"):
-        argv.insert(0, "serve")
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")  # serve is the default command; bare --help lists the commands
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         from .protocol import json_schema

@@ -55,6 +55,8 @@ __all__ = [
     "Principal",
     "lookup_api_key",
     "ErrorResponse",
+    "ValidationProblem",
+    "ValidationErrorResponse",
     "HealthResponse",
     "ThreadCreate",
     "ThreadOut",
@@ -143,6 +145,40 @@ class ErrorResponse(BaseModel):
     )
 
 
+class ValidationProblem(BaseModel):
+    """One broken rule in a 422 answer (FastAPI's format)."""
+
+    loc: list[str | int] = Field(description="Where: `body`, `path`, `query` or `header`, then the field.")
+    msg: str = Field(description="The rule that was broken, e.g. `String should match pattern '...'`.")
+    type: str = Field(description="Machine-readable kind, e.g. `string_pattern_mismatch`.")
+    input: Any = Field(default=None, description="The offending value.")
+    ctx: dict[str, Any] | None = Field(default=None, description="Parameters of the rule (pattern, limit).")
+
+
+class ValidationErrorResponse(BaseModel):
+    """Body of every 422 answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "title"],
+                            "msg": "String should have at most 200 characters",
+                            "type": "string_too_long",
+                            "input": "…",
+                            "ctx": {"max_length": 200},
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    detail: list[ValidationProblem]
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="Always `ok` when the server answers.", examples=["ok"])
     protocol_version: str = Field(examples=[PROTOCOL_VERSION])
@@ -228,6 +264,31 @@ class MessageOut(BaseModel):
 
 
 class ThreadDetail(ThreadOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "7f3a9c2e1b4d",
+                    "title": "Release planning",
+                    "created_by": REST_SENDER,
+                    "created_at": "2025-01-01T12:00:00.000Z",
+                    "channel": "thread:7f3a9c2e1b4d",
+                    "last_seq": 1,
+                    "messages": [
+                        {
+                            "channel": "thread:7f3a9c2e1b4d",
+                            "seq": 1,
+                            "message_id": "m-1",
+                            "sender": REST_SENDER,
+                            "content": "hello",
+                            "sent_at": "2025-01-01T12:00:00.000Z",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     last_seq: int = Field(ge=0, description="Highest seq on the thread's channel (0: none yet).")
     messages: list[MessageOut] = Field(description="Messages with seq > since_seq, oldest first.")
 
@@ -272,6 +333,28 @@ class ChannelSummary(BaseModel):
 
 
 class ChannelDetail(ChannelSummary):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "general",
+                    "subscribers": 2,
+                    "last_seq": 41,
+                    "messages": [
+                        {
+                            "channel": "general",
+                            "seq": 41,
+                            "message_id": "m-1",
+                            "sender": "browser-1",
+                            "content": "hello",
+                            "sent_at": "2025-01-01T12:00:00.000Z",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     messages: list[MessageOut] = Field(description="The most recent messages, oldest first.")
 
 
@@ -344,6 +427,12 @@ def lookup_api_key(api_keys: Mapping[str, list[str]], presented: str) -> list[st
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No `X-API-Key` header, or an unknown key."},
     403: {"model": ErrorResponse, "description": "The key lacks the permission this needs."},
+}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": ValidationErrorResponse,
+        "description": "Invalid input: `detail` lists every broken rule.",
+    },
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No thread with this id."},
@@ -451,6 +540,7 @@ Limit = Annotated[
     tags=["meta"],
     summary="Liveness and basic numbers",
     response_model=HealthResponse,
+    response_description="The server is up.",
 )
 async def health(request: Request) -> HealthResponse:
     """Answers while the server runs; no authentication."""
@@ -464,6 +554,7 @@ async def health(request: Request) -> HealthResponse:
     tags=["meta"],
     summary="JSON Schema of the WebSocket protocol",
     response_model=dict[str, Any],
+    response_description="The JSON Schema document.",
 )
 async def protocol_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every WebSocket frame, generated from the models.
@@ -481,6 +572,7 @@ async def protocol_schema() -> dict[str, Any]:
     tags=["chat"],
     summary="List chat threads",
     response_model=list[ThreadOut],
+    response_description="Every thread, oldest first.",
     responses=_AUTH_RESPONSES,
 )
 async def list_threads(request: Request, principal: Auth) -> list[ThreadOut]:
@@ -496,7 +588,7 @@ async def list_threads(request: Request, principal: Auth) -> list[ThreadOut]:
     status_code=status.HTTP_201_CREATED,
     response_model=ThreadOut,
     response_description="The new thread.",
-    responses=_AUTH_RESPONSES,
+    responses={**_AUTH_RESPONSES, **_INVALID},
 )
 async def create_thread(request: Request, body: ThreadCreate, principal: Auth) -> ThreadOut:
     """Create a thread; its messages go to channel `thread:{id}`. Needs `write`."""
@@ -510,7 +602,8 @@ async def create_thread(request: Request, body: ThreadCreate, principal: Auth) -
     tags=["chat"],
     summary="Read a chat thread with its messages",
     response_model=ThreadDetail,
-    responses={**_AUTH_RESPONSES, **_NOT_FOUND},
+    response_description="The thread and the requested page of its messages.",
+    responses={**_AUTH_RESPONSES, **_NOT_FOUND, **_INVALID},
 )
 async def get_thread(
     request: Request,
@@ -548,6 +641,7 @@ async def get_thread(
         200: {"model": MessageOut, "description": "Repeated `message_id`: the stored message."},
         **_AUTH_RESPONSES,
         **_NOT_FOUND,
+        **_INVALID,
     },
 )
 async def post_thread_message(
@@ -570,6 +664,7 @@ async def post_thread_message(
     tags=["channels"],
     summary="List channels",
     response_model=list[ChannelSummary],
+    response_description="Channels by name.",
     responses=_AUTH_RESPONSES,
 )
 async def list_channels(request: Request, principal: Auth) -> list[ChannelSummary]:
@@ -589,7 +684,8 @@ async def list_channels(request: Request, principal: Auth) -> list[ChannelSummar
     tags=["channels"],
     summary="Read a channel with its recent messages",
     response_model=ChannelDetail,
-    responses=_AUTH_RESPONSES,
+    response_description="The channel and its most recent messages.",
+    responses={**_AUTH_RESPONSES, **_INVALID},
 )
 async def get_channel(
     request: Request, name: ChannelName, principal: Auth, limit: Limit = None
@@ -621,6 +717,7 @@ async def get_channel(
     responses={
         200: {"model": MessageOut, "description": "Repeated `message_id`: the stored message."},
         **_AUTH_RESPONSES,
+        **_INVALID,
     },
 )
 async def post_channel_message(
@@ -657,7 +754,8 @@ async def _publish(request: Request, response: Response, channel: str, body: Mes
     tags=["diagnostics"],
     summary="Errors clients reported",
     response_model=list[ClientErrorOut],
-    responses=_AUTH_RESPONSES,
+    response_description="The reported errors, oldest first.",
+    responses={**_AUTH_RESPONSES, **_INVALID},
 )
 async def client_errors(
     request: Request,
