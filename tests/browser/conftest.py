@@ -33,7 +33,7 @@ from reference_server.protocol import ProtocolError, parse_client_message
 from tests.conftest import LiveServer, start_server
 
 #: One unit for every wait in these tests; scale it on slow machines.
-TIMEOUT_S = 5.0 * float(os.environ.get("NOVA_TEST_TIMEOUT_SCALE", "1"))
+TIMEOUT_S = 10.0 * float(os.environ.get("NOVA_TEST_TIMEOUT_SCALE", "1"))
 TIMEOUT_MS = TIMEOUT_S * 1000
 
 VALID_KEY = "valid-test-key"
