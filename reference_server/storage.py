@@ -386,7 +386,8 @@ class Storage:
         return await self._run(self._list_threads_sync)
 
     def _list_threads_sync(self) -> list[Thread]:
-        rows = self._db.execute("SELECT * FROM threads ORDER BY created_at, id").fetchall()
+        # insertion order: ids are random and creation times collide within a millisecond
+        rows = self._db.execute("SELECT * FROM threads ORDER BY rowid").fetchall()
         return [Thread(r["id"], r["title"], r["created_by"], r["created_at"]) for r in rows]
 
     # ------------------------------------------------------------ client errors
