@@ -6,6 +6,18 @@ are produced by the server (through the reference server's fault control)
 and by the page's own reconnect logic, in virtual time.  In *synthetic* mode
 the same calls dispatch the seed's window events (``websocket-status``,
 ``websocket-message``) instead, for apps without a cooperating server.
+
+Real mode reads the page's store through the reference client's test hook
+(``window.__novaWs.getState()``: ``status``, ``nextReconnectAt`` in epoch ms,
+``nextReconnectDelay``, ``autoReconnect``) and changes the connection only
+through the server's ``/__harness`` fault control, so every state the page
+shows is one it reached by itself.
+
+Frames travel through a Playwright route (the journal), and Playwright
+delivers a routed frame only while the test thread is inside a Playwright
+call.  Every wait of this helper pumps, so a frame is never stuck; a test
+that blocks on something else (a ``ws_client`` wait, a thread) should first
+wait here for what the page must have sent.
 """
 
 from __future__ import annotations
@@ -13,10 +25,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .config import Mode, WsConfig
 from .errors import ConfigurationError, HarnessError, WaitTimeoutError
@@ -29,6 +43,9 @@ __all__ = ["WebSocketTestHelper", "ConnectionStatus", "new_client_id"]
 ConnectionStatus = Literal["disconnected", "connecting", "connected", "error"]
 _STATUSES: tuple[str, ...] = ("disconnected", "connecting", "connected", "error")
 
+#: The page's store, read through the reference client's test hook.
+_STATE = "window.__novaWs.getState()"
+
 
 def new_client_id(prefix: str = "t") -> str:
     """A unique client id valid for the Nova protocol (``[A-Za-z0-9_-]{1,64}``)."""
@@ -39,6 +56,16 @@ def _pw_expect() -> Any:
     from playwright.sync_api import expect
 
     return expect
+
+
+def _word(text: str) -> re.Pattern[str]:
+    """``text`` as a whole word: ``connected`` must not match ``disconnected``."""
+    return re.compile(rf"(?<![\w-]){re.escape(text)}(?![\w-])")
+
+
+def _number_text(prefix: str, n: int) -> re.Pattern[str]:
+    """``prefix`` followed by exactly ``n``: ``attempts: 1`` must not match ``attempts: 10``."""
+    return re.compile(rf"{re.escape(prefix)}{n}(?!\d)")
 
 
 class WebSocketTestHelper:
@@ -62,6 +89,7 @@ class WebSocketTestHelper:
         virtual_time: bool = True,
         seed: int | None = None,
         validate_frames: bool = True,
+        page_query: Mapping[str, Any] | None = None,
     ) -> None:
         self._page = page
         self._server = server
@@ -70,11 +98,12 @@ class WebSocketTestHelper:
         self.mode: Mode = mode or config.mode
         self.virtual_time = virtual_time
         self.seed = config.seed if seed is None else seed
+        self.page_query: dict[str, Any] = dict(page_query or {})
         self.journal = FrameJournal(
             validate=validate_frames, pump=self._pump, default_timeout=config.timeout
         )
         self._initialized = False
-        self._held = False
+        self._clock_installed = False
         self.random = random.Random(self.seed)
 
     # ------------------------------------------------------------ properties
@@ -99,36 +128,77 @@ class WebSocketTestHelper:
         """The server under test (URLs, fault control, log)."""
         return self._server
 
+    @property
+    def connections(self) -> list[str]:
+        """The URL of every socket the page opened so far, oldest first (from the journal)."""
+        return self.journal.connections
+
     # ------------------------------------------------------------ lifecycle
 
     def initialize(self) -> WebSocketTestHelper:
         """Route the page's sockets through the journal, install the clock, load the page.
 
-        Returns once the page's store exists and, in real mode, the socket is open.
+        The clock is installed and paused before the first script runs, so no
+        page timer fires unless the test advances time; the page's randomness
+        is seeded before it loads.  Returns once the page's store exists and,
+        in real mode, its socket is open.
         """
         if self._initialized:
             return self
         self.journal.attach(self._page, re.compile(r"^wss?://"))
+        # Before any script of the page: the jitter's first draw is already seeded.
+        self._page.add_init_script(f"window.__NOVA_WS_SEED = {int(self.seed)};")
         if self.virtual_time:
-            # Paused from the first script on: no page timer fires unless the test advances time.
             start = datetime.now(UTC)
             self._page.clock.install(time=start)
             self._pause_clock(start)
+            self._clock_installed = True
+        self._load()
+        self._initialized = True
+        return self
+
+    def reload(self, **query: Any) -> None:
+        """Load the page again with the same client id, adding ``query`` parameters.
+
+        For settings the page reads from its URL, e.g. ``reload(jitter="none")``
+        or ``reload(op_timeout=1000)`` with the reference client.  The virtual
+        clock keeps its time (and stays paused) across the reload; the journal
+        keeps every frame, the new socket gets the next connection index.
+        ``None`` removes a parameter given earlier.
+        """
+        for key, value in query.items():
+            if value is None:
+                self.page_query.pop(key, None)
+            else:
+                self.page_query[key] = value
+        self._load()
+
+    def _page_url(self) -> str:
         url = self._server.page_url(self._client_id)
-        self._page.goto(url)
+        if not self.page_query:
+            return url
+        parts = urlsplit(url)
+        params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in self.page_query]
+        params += [(k, str(v)) for k, v in self.page_query.items()]
+        return urlunsplit(parts._replace(query=urlencode(params)))
+
+    def _load(self) -> None:
+        self._page.goto(self._page_url())
         self._wait_js(
             "() => Boolean(window.__novaWs && window.__novaWs.getState)",
             "the page to expose window.__novaWs (the reference client's test hook)",
             hint="is the page the Nova client, served with test mode on?",
         )
+        # Apps that ignore window.__NOVA_WS_SEED but offer the hook get seeded here.
         self._page.evaluate(
-            "(seed) => { if (typeof window.__novaWs.seed === 'function') window.__novaWs.seed(seed); }",
+            "(seed) => { const h = window.__novaWs;"
+            " if (typeof h.seed === 'function' && !(h.getState().backoff || {}).seeded) h.seed(seed); }",
             int(self.seed),
         )
-        self._initialized = True
         if self.mode == "real":
-            self.wait_for_connection_status("connected")
-        return self
+            self._wait_status_js(
+                "s.status === 'connected'", "the page to open its WebSocket after loading"
+            )
 
     def _pause_clock(self, start: datetime) -> None:
         # The installed clock runs from `start` until paused, and pause_at refuses a time
@@ -143,8 +213,9 @@ class WebSocketTestHelper:
         raise HarnessError("could not pause the page clock: this machine is too slow to keep up")
 
     def cleanup(self) -> None:
-        """Lift every server-side fault for this client and check the frame journal."""
+        """Lift every server-side fault for this client and drop the journal's interceptors."""
         try:
+            self.journal.clear_interceptors()
             if self._server.faults is not None and self.mode == "real":
                 self._server.faults.clear(self._client_id)
         finally:
@@ -158,8 +229,15 @@ class WebSocketTestHelper:
 
     def state(self) -> dict[str, Any]:
         """A copy of the page's store (``window.__novaWs.getState()``)."""
-        result: dict[str, Any] = self._page.evaluate("() => window.__novaWs.getState()")
+        result: dict[str, Any] = self._page.evaluate(f"() => {_STATE}")
         return result
+
+    def wait_for_state(self, predicate: str, what: str, timeout: float | None = None) -> None:
+        """Wait until the JavaScript expression ``predicate`` over the store ``s`` is true.
+
+        Example: ``wait_for_state("s.offlineQueue.length === 0", "the queue to drain")``.
+        """
+        self._wait_status_js(predicate, what, timeout)
 
     # ------------------------------------------------------------ seed helper API
 
@@ -167,7 +245,8 @@ class WebSocketTestHelper:
         """Make the page show ``message`` as an error.
 
         Real mode with an open socket: the server pushes a genuine ``error``
-        frame.  Otherwise (synthetic mode, or no socket): the seed's
+        frame (``internal_error``) and this returns once the page received it.
+        Otherwise (synthetic mode, or no open socket): the seed's
         ``websocket-message`` window event carries the same ``error`` message.
         """
         frame = {
@@ -176,23 +255,43 @@ class WebSocketTestHelper:
             "timestamp": _now_iso(),
             "client_id": self._client_id,
         }
-        if self.mode == "real" and self._server.faults is not None and self._socket_open():
+        if self.mode == "real" and self._server.faults is not None and self._status() == "connected":
+            before = len(self.journal.frames)
             self._server.faults.push(self._client_id, frame)
-            self.journal.expect("error", match={"message": message})
+            self.journal.wait_for(
+                lambda f: f.index >= before and f.direction == "received" and f.type == "error"
+                and (f.message or {}).get("data", {}).get("message") == message,
+                f"the pushed error frame {message!r} to reach the page",
+            )
         else:
             self.dispatch_message(frame)
 
     def set_connection_status(self, status: ConnectionStatus, *, error: str | None = None) -> None:
-        """Put the connection in ``status``.
+        """Put the connection in ``status``; return once the page shows it.
 
-        Real mode (default): ``error`` makes the server fail the live
-        connection (close 1011) and reject further handshakes (HTTP 503);
-        ``connecting`` releases the page's next reconnect attempt (advancing
-        the clock to it) while the server holds that handshake open, so the
-        page is genuinely CONNECTING; ``connected`` lifts the faults and
-        returns once the page has an open socket; ``disconnected`` closes
-        cleanly (1000) and holds further attempts.  Synthetic mode: the
-        seed's ``websocket-status`` window event.
+        Real mode (default), at server depth:
+
+        ``"error"``
+            the server fails the live connection (close 1011 with ``error`` as
+            the reason) and rejects further handshakes with HTTP 503; a
+            handshake the server was holding is released into that failure.
+            The page then shows ``disconnected`` with a reconnect scheduled
+            (its reaction to a failed connection), or ``error`` if it gave up.
+        ``"connecting"``
+            the server holds handshakes open and the clock advances to the
+            page's next reconnect (an open socket is first closed with 1001),
+            so the page is genuinely CONNECTING; returns once the server holds
+            the handshake.
+        ``"connected"``
+            faults are lifted, a held handshake proceeds (or the clock advances
+            to the next reconnect, or Reconnect is clicked when the page gave
+            up); returns once the page has an open socket.
+        ``"disconnected"``
+            the server closes the live socket cleanly (1000) and holds further
+            handshakes.
+
+        Synthetic mode: the seed's ``websocket-status`` window event
+        ``{status, error?}``; nothing happens on the socket.
         """
         if status not in _STATUSES:
             raise ConfigurationError(
@@ -205,55 +304,83 @@ class WebSocketTestHelper:
             self._dispatch("websocket-status", detail)
             self.wait_for_connection_status(status)
             return
-        faults = self._require_faults("set_connection_status")
+        {
+            "error": self._real_error,
+            "connecting": self._real_connecting,
+            "connected": self._real_connected,
+            "disconnected": self._real_disconnected,
+        }[status](error)
+
+    def _real_error(self, reason: str | None) -> None:
+        faults = self._require_faults("set_connection_status('error')")
         cid = self._client_id
-        if status == "error":
-            faults.reject_handshakes(cid, status=503)
-            if self._held:
-                faults.release_handshakes(cid)
-                self._held = False
-            if self._socket_open():
-                faults.close_socket(cid, code=1011, reason=error or "simulated server error")
-            self._wait_js(
-                "() => { const s = window.__novaWs.getState(); return s.status !== 'connected' && s.status !== 'connecting'; }",
-                "the page to leave connected/connecting after the server failed the connection",
-            )
-        elif status == "connecting":
-            faults.clear(cid)
-            faults.hold_handshakes(cid)
-            self._held = True
-            if not self._socket_open() and self._reconnect_pending():
-                self.advance_to_next_reconnect()
-            self.wait_for_connection_status("connecting")
-        elif status == "connected":
-            faults.clear(cid)
-            if self._held:
-                faults.release_handshakes(cid)
-                self._held = False
-            if not self._socket_open() and self._reconnect_pending():
-                self.advance_to_next_reconnect()
-            self.wait_for_connection_status("connected")
-        else:  # disconnected
-            faults.clear(cid)
-            faults.hold_handshakes(cid)
-            self._held = True
-            if self._socket_open():
-                faults.close_socket(cid, code=1000, reason=error or "closed by the test")
-            self._wait_js(
-                "() => window.__novaWs.getState().status !== 'connected'",
-                "the page to notice the clean close",
-            )
+        faults.reject_handshakes(cid, status=503)
+        self._release_held_into(faults)
+        if self._status() == "connected":
+            self._close_live(faults, 1011, reason or "simulated server error")
+        self._wait_status_js(
+            "s.status !== 'connected' && s.status !== 'connecting'",
+            "the page to lose its connection after the server failed it",
+        )
+
+    def _real_connecting(self, reason: str | None) -> None:
+        faults = self._require_faults("set_connection_status('connecting')")
+        cid = self._client_id
+        if self._status() == "connecting" and self._held() > 0:
+            return
+        faults.clear(cid)
+        faults.hold_handshakes(cid)
+        if self._status() == "connected":
+            self._close_live(faults, 1001, reason or "server going away (test)")
+            self._wait_status_js("s.status !== 'connected'", "the page to notice the close")
+        if self._status() != "connecting":
+            self._start_next_attempt("set_connection_status('connecting')")
+        self.wait_for_connection_status("connecting")
+        self._wait_until(
+            lambda: self._held() > 0,
+            "the server to hold the page's handshake",
+            hint="the page shows connecting but its handshake never reached the server",
+        )
+
+    def _real_connected(self, reason: str | None) -> None:
+        faults = self._require_faults("set_connection_status('connected')")
+        faults.clear(self._client_id)  # also lets a held handshake proceed
+        if self._status() in ("disconnected", "error"):
+            self._start_next_attempt("set_connection_status('connected')")
+        self._wait_status_js("s.status === 'connected'", "the page to open its WebSocket")
+        self.wait_for_connection_status("connected")
+
+    def _real_disconnected(self, reason: str | None) -> None:
+        faults = self._require_faults("set_connection_status('disconnected')")
+        cid = self._client_id
+        # A held handshake fails (servers that judge released handshakes again reject it
+        # once), or opens and is closed cleanly below.
+        faults.reject_handshakes(cid, status=503, count=1)
+        self._release_held_into(faults)
+        faults.clear(cid)
+        faults.hold_handshakes(cid)
+        if self._status() == "connected":
+            self._close_live(faults, 1000, reason or "closed by the test")
+        self._wait_status_js(
+            "s.status !== 'connected' && s.status !== 'connecting'",
+            "the page to notice the clean close",
+        )
 
     def authenticate(self, api_key: str | None = None) -> None:
-        """Type ``api_key`` into the key input and click Authenticate, as a user would."""
+        """Type ``api_key`` (default: the configured key) and click Authenticate, as a user would."""
         key = self.config.api_key if api_key is None else api_key
         ids = self.config.test_ids
         self._page.get_by_test_id(ids.api_key_input).fill(key)
         self._page.get_by_test_id(ids.authenticate_button).click()
 
     def wait_for_reconnect_info(self, expected_attempts: int, timeout: float | None = None) -> None:
-        """Wait until the reconnect info shows ``Reconnection attempts: N``."""
-        self._expect_text(self.config.test_ids.reconnect_info, f"Reconnection attempts: {expected_attempts}", timeout)
+        """Wait until the reconnect info shows ``Reconnection attempts: N`` (exactly N)."""
+        self._expect_text(
+            self.config.test_ids.reconnect_info,
+            _number_text("Reconnection attempts: ", expected_attempts),
+            timeout,
+            shown_as=f"Reconnection attempts: {expected_attempts}",
+        )
 
     def wait_for_error_details(self, text: str, timeout: float | None = None) -> None:
         """Wait until the error details contain ``text``."""
@@ -264,8 +391,8 @@ class WebSocketTestHelper:
         self._expect_text(self.config.test_ids.auth_status, text, timeout)
 
     def wait_for_connection_status(self, status: str, timeout: float | None = None) -> None:
-        """Wait until the connection status shows ``status``."""
-        self._expect_text(self.config.test_ids.connection_status, status, timeout)
+        """Wait until the connection status shows the word ``status`` (``connected`` is not ``disconnected``)."""
+        self._expect_text(self.config.test_ids.connection_status, _word(status), timeout, shown_as=status)
 
     # ------------------------------------------------------------ time
 
@@ -274,19 +401,30 @@ class WebSocketTestHelper:
         self._require_virtual_time("advance_clock")
         self._page.clock.run_for(int(ms))
 
-    def advance_to_next_reconnect(self) -> int:
-        """Advance the virtual clock to the page's scheduled reconnect; return the delay skipped (ms)."""
+    def advance_to_next_reconnect(self, timeout: float | None = None) -> int:
+        """Advance the virtual clock to the page's scheduled reconnect; return its delay (ms).
+
+        Waits (real time, up to ``timeout``) for the reconnect to be scheduled
+        first, so it can follow a close the page has not processed yet.  The
+        delay returned is the one the page drew (``nextReconnectDelay``); the
+        clock moves by what remains of it.
+        """
         self._require_virtual_time("advance_to_next_reconnect")
+        self._wait_status_js(
+            "s.nextReconnectAt != null || (s.status !== 'connected' && s.status !== 'connecting' && !s.autoReconnect)",
+            "the page to schedule a reconnect",
+            timeout,
+        )
         info = self._page.evaluate(
-            "() => { const s = window.__novaWs.getState();"
-            " const at = s.nextReconnectAt;"
+            f"() => {{ const s = {_STATE}; const at = s.nextReconnectAt;"
             " return {at: at == null ? null : (typeof at === 'number' ? at : Date.parse(at)),"
-            " delay: s.nextReconnectDelay, now: Date.now()}; }"
+            " delay: s.nextReconnectDelay, now: Date.now(), status: s.status}; }"
         )
         if info.get("at") is None:
             raise HarnessError(
-                "advance_to_next_reconnect: the page has no reconnect scheduled "
-                f"(status {self.state().get('status')!r}); close the connection first"
+                "advance_to_next_reconnect: the page has no reconnect scheduled and will not "
+                f"reconnect by itself (status {info.get('status')!r}, automatic reconnection off); "
+                "click Reconnect or authenticate to open a new connection"
             )
         remaining = max(0, int(info["at"]) - int(info["now"]))
         self._page.clock.run_for(remaining)
@@ -301,10 +439,13 @@ class WebSocketTestHelper:
         self._page.get_by_test_id(ids.subscribe_button).click()
 
     def publish(self, channel: str, content: str) -> None:
-        """Publish ``content`` on ``channel`` through the UI."""
+        """Publish ``content`` on ``channel`` through the UI.
+
+        Types ``channel`` into the channel input (the reference UI's publish
+        form follows it), then the message, then clicks Publish.
+        """
         ids = self.config.test_ids
-        channel_input = self._page.get_by_test_id(ids.channel_input)
-        channel_input.fill(channel)
+        self._page.get_by_test_id(ids.channel_input).fill(channel)
         self._page.get_by_test_id(ids.message_input).fill(content)
         self._page.get_by_test_id(ids.publish_button).click()
 
@@ -314,7 +455,11 @@ class WebSocketTestHelper:
         self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Wait for a frame (history included) of ``type`` matching ``match``; return its message."""
+        """Wait for a frame (history included) of ``type`` matching ``match``; return its message.
+
+        Each frame satisfies one ``expect_frame`` only, so two calls for the
+        same type return two different frames.
+        """
         frame = self.journal.expect(type, direction=direction, match=match, timeout=timeout)
         assert frame.message is not None
         return frame.message
@@ -339,11 +484,39 @@ class WebSocketTestHelper:
 
     # ------------------------------------------------------------ internals
 
-    def _socket_open(self) -> bool:
-        return bool(self._page.evaluate("() => window.__novaWs.getState().status === 'connected'"))
+    def _status(self) -> str:
+        return str(self._page.evaluate(f"() => {_STATE}.status"))
 
-    def _reconnect_pending(self) -> bool:
-        return bool(self._page.evaluate("() => window.__novaWs.getState().nextReconnectAt != null"))
+    def _held(self) -> int:
+        info = self._require_faults("reading held handshakes").client_info(self._client_id)
+        return int(info.get("held_handshakes") or 0)
+
+    def _release_held_into(self, faults: Any) -> None:
+        """Let a held handshake go on into whatever the rules now say; wait for the page's verdict."""
+        if self._status() != "connecting":
+            return
+        faults.release_handshakes(self._client_id)
+        self._wait_status_js("s.status !== 'connecting'", "the released handshake to complete or fail")
+
+    def _close_live(self, faults: Any, code: int, reason: str) -> None:
+        from .control import FaultControlError
+
+        try:
+            faults.close_socket(self._client_id, code=code, reason=reason)
+        except FaultControlError as exc:
+            # 409: the socket went away meanwhile, which is what the caller wanted.
+            if "409" not in str(exc):
+                raise
+
+    def _start_next_attempt(self, what: str) -> None:
+        """Make the page try again: run the clock to its reconnect, or click Reconnect."""
+        state = self.state()
+        if state.get("nextReconnectAt") is not None and self.virtual_time:
+            self.advance_to_next_reconnect()
+        elif state.get("nextReconnectAt") is not None:
+            pass  # real time: the page's own timer will fire
+        else:
+            self._page.get_by_test_id(self.config.test_ids.reconnect_button).click()
 
     def _require_faults(self, what: str) -> Any:
         if self._server.faults is None:
@@ -360,37 +533,59 @@ class WebSocketTestHelper:
                 f"{what} needs virtual time, but this test is marked ws_real_time; remove the marker"
             )
 
-    def _timeout_ms(self, timeout: float | None) -> float:
-        return 1000 * (self.config.timeout if timeout is None else timeout)
+    def _timeout_s(self, timeout: float | None) -> float:
+        return self.config.timeout if timeout is None else timeout
 
-    def _expect_text(self, test_id: str, text: str, timeout: float | None) -> None:
+    def _timeout_ms(self, timeout: float | None) -> float:
+        return 1000 * self._timeout_s(timeout)
+
+    def _expect_text(
+        self, test_id: str, text: str | re.Pattern[str], timeout: float | None, *, shown_as: str | None = None
+    ) -> None:
         locator = self._page.get_by_test_id(test_id)
         try:
             _pw_expect()(locator).to_contain_text(text, timeout=self._timeout_ms(timeout))
         except AssertionError as exc:
             shown = _safe(lambda: locator.inner_text(timeout=500))
+            wanted = shown_as or (text if isinstance(text, str) else text.pattern)
             raise WaitTimeoutError(
-                f"expected [data-testid={test_id!r}] to contain {text!r} within "
-                f"{self._timeout_ms(timeout) / 1000:.1f} s; it shows {shown!r}.\n"
+                f"expected [data-testid={test_id!r}] to contain {wanted!r} within "
+                f"{self._timeout_s(timeout):.1f} s; it shows {shown!r}.\n"
                 f"Page state: {_safe(lambda: json.dumps(self._brief_state()))}\n"
                 f"Last frames:\n{self.journal.describe(limit=10)}"
             ) from exc
+
+    def _wait_status_js(self, predicate: str, what: str, timeout: float | None = None) -> None:
+        self._wait_js(f"() => {{ const s = {_STATE}; return Boolean({predicate}); }}", what, timeout)
 
     def _wait_js(self, predicate: str, what: str, timeout: float | None = None, hint: str = "") -> None:
         try:
             self._page.wait_for_function(predicate, timeout=self._timeout_ms(timeout), polling=50)
         except Exception as exc:  # playwright TimeoutError
             raise WaitTimeoutError(
-                f"expected {what} within {self._timeout_ms(timeout) / 1000:.1f} s. "
-                f"Page state: {_safe(lambda: json.dumps(self._brief_state()))}. {hint}"
+                f"expected {what} within {self._timeout_s(timeout):.1f} s. "
+                f"Page state: {_safe(lambda: json.dumps(self._brief_state()))}. {hint}\n"
+                f"Last frames:\n{self.journal.describe(limit=10)}"
             ) from exc
+
+    def _wait_until(self, condition: Callable[[], bool], what: str, timeout: float | None = None, hint: str = "") -> None:
+        """Poll ``condition`` (e.g. an HTTP call) until true, pumping Playwright in between."""
+        deadline = time.monotonic() + self._timeout_s(timeout)
+        while not condition():
+            if time.monotonic() >= deadline:
+                raise WaitTimeoutError(
+                    f"expected {what} within {self._timeout_s(timeout):.1f} s. "
+                    f"Page state: {_safe(lambda: json.dumps(self._brief_state()))}. {hint}"
+                )
+            self._pump(0.02)
 
     def _brief_state(self) -> dict[str, Any]:
         state = self.state()
-        keys = ("status", "authStatus", "reconnectAttempts", "nextReconnectDelay", "lastError")
+        keys = ("status", "statusDetail", "authStatus", "reconnectAttempts", "nextReconnectDelay", "lastError")
         return {k: state.get(k) for k in keys}
 
     def _pump(self, seconds: float) -> None:
+        # Lets Playwright dispatch events (routed frames) while the test thread waits.
         self._page.wait_for_timeout(max(1, int(seconds * 1000)))
 
 
@@ -405,5 +600,3 @@ def _now_iso() -> str:
     from reference_server.protocol import now_iso
 
     return now_iso()
-
-

@@ -37,6 +37,7 @@ __all__ = [
     "Interceptor",
     "normalize_direction",
     "ProtocolViolation",
+    "validate_directed",
 ]
 
 Direction = Literal["sent", "received"]
@@ -109,10 +110,16 @@ class Interceptor(Protocol):
 Validator = Callable[[str | bytes], object]
 
 
-def _default_validator(raw: str | bytes) -> object:
-    from reference_server.protocol import parse_any_message
+def validate_directed(raw: str | bytes, direction: Direction) -> object:
+    """Validate ``raw`` against the protocol models of its direction.
 
-    return parse_any_message(raw)
+    Frames the page sends must be client messages, frames it receives server
+    messages: a ``pong`` sent by the page is as wrong as a ``connect`` it
+    receives.  Raises ``ValueError`` (the protocol's ``ProtocolError``).
+    """
+    from reference_server.protocol import parse_client_message, parse_server_message
+
+    return parse_client_message(raw) if direction == "sent" else parse_server_message(raw)
 
 
 class FrameJournal:
@@ -131,7 +138,7 @@ class FrameJournal:
         default_timeout: float = 5.0,
     ) -> None:
         self.validate = validate
-        self._validator = validator or _default_validator
+        self._validator = validator
         self._pump = pump
         self.default_timeout = default_timeout
         self._frames: list[Frame] = []
@@ -141,6 +148,7 @@ class FrameJournal:
         self._t0 = time.monotonic()
         self.interceptors: list[Interceptor] = []
         self._routes: list[Any] = []
+        self._internal_errors: list[str] = []
 
     # ------------------------------------------------------------ capture
 
@@ -160,12 +168,18 @@ class FrameJournal:
     def _forward(
         self, connection: int, url: str, direction: Direction, raw: str | bytes, send: Callable[[Any], None]
     ) -> None:
-        frame = self.record(connection, url, direction, raw)
+        # Runs inside Playwright's dispatcher: an exception here would lose the frame
+        # silently, so a failing journal or interceptor forwards it unchanged and says so.
         payloads: Sequence[str | bytes] | None = None
-        for interceptor in list(self.interceptors):
-            payloads = interceptor(frame)
-            if payloads is not None:
-                break
+        try:
+            frame = self.record(connection, url, direction, raw)
+            for interceptor in list(self.interceptors):
+                payloads = interceptor(frame)
+                if payloads is not None:
+                    break
+        except Exception as exc:  # noqa: BLE001 - reported at check()
+            self._internal_errors.append(f"{direction} frame on conn{connection}: {exc!r}")
+            payloads = None
         for payload in (raw,) if payloads is None else payloads:
             try:
                 send(payload)
@@ -184,9 +198,14 @@ class FrameJournal:
                 message = None
         if self.validate:
             try:
-                self._validator(raw)
+                if self._validator is not None:
+                    self._validator(raw)
+                else:
+                    validate_directed(raw, direction)
             except ValueError as exc:
                 violation = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a validator bug is a violation, never a lost frame
+                violation = f"the validator failed: {exc!r}"
         with self._lock:
             frame = Frame(
                 index=len(self._frames),
@@ -272,6 +291,25 @@ class FrameJournal:
                 )
             self._wait(min(remaining, 0.05))
 
+    def wait_for(self, predicate: Callable[[Frame], bool], what: str, timeout: float | None = None) -> Frame:
+        """The first frame (any direction, consumed or not) satisfying ``predicate``; waits for it.
+
+        Does not consume: a later :meth:`expect` still sees the frame.
+        """
+        timeout = self.default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            for frame in self.frames:
+                if predicate(frame):
+                    return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeoutError(
+                    f"expected {what} within {timeout:.1f} s; frames journaled ({len(self.frames)}):\n"
+                    f"{self.describe()}"
+                )
+            self._wait(min(remaining, 0.05))
+
     def expect_none(
         self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
         within: float = 0.5,
@@ -311,6 +349,11 @@ class FrameJournal:
 
     def check(self) -> None:
         """Raise AssertionError listing every frame that violated the protocol."""
+        if self._internal_errors:
+            raise AssertionError(
+                "the frame journal failed while forwarding (the frames were forwarded unchanged):\n  "
+                + "\n  ".join(self._internal_errors[:10])
+            )
         bad = self.violations()
         if not bad:
             return

@@ -1,0 +1,36 @@
+"""The seed project's test, translated line for line, in real and in synthetic mode.
+
+Depth: *real* — server (the ``/__harness`` fault control fails the live socket,
+rejects handshakes with HTTP 503 and holds them open) with the page's own
+backoff in virtual time; *synthetic* — UI (the seed's ``websocket-status`` and
+``websocket-message`` window events; nothing happens on the socket).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import WebSocketTestHelper
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("real", marks=pytest.mark.ws_mode("real")),
+        pytest.param("synthetic", marks=pytest.mark.ws_mode("synthetic")),
+    ],
+)
+def test_should_handle_connection_errors_with_backoff(ws_helper: WebSocketTestHelper, mode: str) -> None:
+    """should handle connection errors with backoff."""
+    ws_helper.set_connection_status("error")
+    ws_helper.simulate_error("Network error")
+
+    for attempt in range(1, 4):
+        ws_helper.set_connection_status("connecting")
+        ws_helper.wait_for_reconnect_info(attempt)
+        ws_helper.set_connection_status("error")
+        ws_helper.wait_for_error_details("Network error")
+
+    ws_helper.set_connection_status("connected")
+    ws_helper.authenticate("valid-test-key")
+    ws_helper.wait_for_auth_status("Authenticated")
