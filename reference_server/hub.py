@@ -14,6 +14,7 @@ backlog did not already contain and switches to direct delivery.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,6 +59,7 @@ class Hub:
     def __init__(self) -> None:
         self._peers: dict[str, Peer] = {}
         self._subs: dict[str, dict[int, Subscription]] = {}
+        self._tracked: dict[int, Peer] = {}
 
     # ------------------------------------------------------------ peers
 
@@ -74,6 +76,13 @@ class Hub:
         self.drop_subscriptions(peer)
         if self._peers.get(peer.client_id) is peer:
             del self._peers[peer.client_id]
+
+    def track(self, peer: Peer) -> None:
+        """Remember an open connection, registered or not (yet), so ``close_all`` reaches it."""
+        self._tracked[id(peer)] = peer
+
+    def untrack(self, peer: Peer) -> None:
+        self._tracked.pop(id(peer), None)
 
     def get(self, client_id: str) -> Peer | None:
         return self._peers.get(client_id)
@@ -115,9 +124,9 @@ class Hub:
         return list(self._subs)
 
     async def close_all(self, code: int, reason: str = "") -> None:
-        """Close every live connection with ``code`` (used at shutdown with 1001)."""
-        for peer in self.peers():
-            await peer.close(code, reason)
+        """Close every live connection, registered or tracked, with ``code`` (shutdown: 1001)."""
+        peers = {id(p): p for p in [*self._tracked.values(), *self.peers()]}
+        await asyncio.gather(*(p.close(code, reason) for p in peers.values()), return_exceptions=True)
 
     def broadcast(self, channel: str, message: dict[str, Any]) -> int:
         """Deliver a ``channel_message`` to every subscriber; return how many got it."""

@@ -846,11 +846,13 @@ async def debug_socket(websocket: WebSocket, client_id: str) -> None:
     registry = connection_registry(state)
     hub: Hub = state.hub
     registry.add(conn)
+    hub.track(conn)  # so shutdown (hub.close_all) closes it with 1001 even before authentication
     conn.start()
     try:
         await _Session(conn, state).run()
     finally:
         registry.remove(conn)
+        hub.untrack(conn)
         hub.unregister(conn)
         await conn.finish()
 

@@ -11,16 +11,17 @@ import asyncio
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from reference_server.protocol import now_iso, parse_server_message
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_server
 
 #: ``server_factory(**settings)`` from tests/conftest.py.
 ServerFactory = Callable[..., LiveServer]
@@ -32,6 +33,20 @@ TIMEOUT = 5.0
 def new_client_id(prefix: str = "t") -> str:
     """A unique, valid client id, so tests never share state."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def new_channel(prefix: str = "ch") -> str:
+    """A unique, valid channel name (seqs start at 1 even on a shared server)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def module_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[LiveServer]:
+    """Body of a module-scoped server fixture: start once, stop at the end of the module."""
+    server = start_server(tmp_path_factory.mktemp(name) / "nova.db")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class NovaTestClient:

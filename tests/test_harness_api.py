@@ -24,21 +24,18 @@ from tests._wsclient import (
     NovaTestClient,
     ServerFactory,
     authenticated,
+    module_server,
     new_client_id,
     nova_client,
 )
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One test-mode server for this module: tests use their own client ids, and
     ``harness`` clears every fault rule after each test (start once, reset per test)."""
-    started = start_server(tmp_path_factory.mktemp("harness-api") / "nova.db")
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from module_server(tmp_path_factory, "harness-api")
 
 
 @pytest.fixture

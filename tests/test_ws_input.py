@@ -7,13 +7,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from reference_server.protocol import SERVER_MESSAGE_TYPES, now_iso
-from tests._wsclient import TIMEOUT, ServerFactory, authenticated, new_client_id, nova_client
+from tests._wsclient import (
+    TIMEOUT,
+    ServerFactory,
+    authenticated,
+    module_server,
+    new_client_id,
+    nova_client,
+)
 from tests.conftest import LiveServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the module; tests are isolated by their own client ids."""
+    yield from module_server(tmp_path_factory, "ws-input")
 
 
 @pytest.mark.asyncio
@@ -35,10 +49,10 @@ from tests.conftest import LiveServer
     ids=["invalid-json", "not-an-object", "unknown-type", "schema-violation", "binary"],
 )
 async def test_bad_input_gets_invalid_message_and_the_connection_keeps_working(
-    live_server: LiveServer, payload: str | bytes, in_message: str
+    server: LiveServer, payload: str | bytes, in_message: str
 ) -> None:
     cid = new_client_id()
-    async with authenticated(live_server.ws_url(cid), cid) as client:
+    async with authenticated(server.ws_url(cid), cid) as client:
         await client.send_raw(payload)
         error = await client.expect_error("invalid_message")
         assert in_message in error["data"]["message"]
@@ -47,9 +61,9 @@ async def test_bad_input_gets_invalid_message_and_the_connection_keeps_working(
 
 
 @pytest.mark.asyncio
-async def test_invalid_message_echoes_the_operation_id_when_it_can(live_server: LiveServer) -> None:
+async def test_invalid_message_echoes_the_operation_id_when_it_can(server: LiveServer) -> None:
     cid = new_client_id()
-    async with nova_client(live_server.ws_url(cid), cid) as client:
+    async with nova_client(server.ws_url(cid), cid) as client:
         bad = {
             "type": "publish",
             "data": {"channel": "general"},
@@ -98,9 +112,9 @@ async def test_rate_limit_answers_rate_limited_then_closes_1008(
 
 
 @pytest.mark.asyncio
-async def test_ping_answers_pong_with_the_same_id(live_server: LiveServer) -> None:
+async def test_ping_answers_pong_with_the_same_id(server: LiveServer) -> None:
     cid = new_client_id()
-    async with authenticated(live_server.ws_url(cid), cid) as client:
+    async with authenticated(server.ws_url(cid), cid) as client:
         await client.send("ping", id="p-1")
         pong = await client.expect("pong")
     assert pong["id"] == "p-1"
@@ -109,17 +123,17 @@ async def test_ping_answers_pong_with_the_same_id(live_server: LiveServer) -> No
 
 @pytest.mark.asyncio
 async def test_client_error_is_logged_and_stored(
-    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+    server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="reference_server.client_errors")
     cid = new_client_id()
-    async with authenticated(live_server.ws_url(cid), cid) as client:
+    async with authenticated(server.ws_url(cid), cid) as client:
         await client.send(
             "client_error", {"message": "render failed", "context": {"component": "x"}}
         )
         # Frames are handled in order: once the pong arrives, the error is stored.
         await client.request("ping", reply="pong")
-    async with httpx.AsyncClient(base_url=live_server.http_url, timeout=TIMEOUT) as http:
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as http:
         response = await http.get(
             "/api/client-errors", params={"client_id": cid}, headers={"X-API-Key": "valid-test-key"}
         )
@@ -134,11 +148,11 @@ async def test_client_error_is_logged_and_stored(
 
 @pytest.mark.asyncio
 async def test_every_server_message_type_is_a_valid_frame_addressed_to_its_recipient(
-    live_server: LiveServer,
+    server: LiveServer,
 ) -> None:
     """A tour through every server message type; the test client validates each frame."""
     cid = new_client_id()
-    async with nova_client(live_server.ws_url(cid), cid) as client:
+    async with nova_client(server.ws_url(cid), cid) as client:
         await client.send("ping", id="early")
         await client.expect_error("not_authenticated")
         await client.authenticate()
