@@ -310,12 +310,16 @@ class Connection:
         return True
 
     async def finish(self) -> None:
-        """Called by the endpoint once the client is gone: stop the writer, end any close."""
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
+        """Called by the endpoint once the client is gone: stop the writer, end any close.
+
+        Frames still queued are dropped (nobody is listening); a close in
+        progress ends without waiting for them.
+        """
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
             await asyncio.wait({self._writer})
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
 
     # ------------------------------------------------------------ sending
 
@@ -392,27 +396,23 @@ class Connection:
 
     async def _close_flow(self, code: int, reason: str, urgent: bool) -> None:
         writer = self._writer
-        if writer is None:
-            await self._send_close(code, reason)
-            return
-        if writer.done():
-            return
-        if not urgent:
+        if not urgent and writer is not None and not writer.done():
             try:
                 self._queue.put_nowait(_CloseItem(code, reason))
             except asyncio.QueueFull:
-                urgent = True
-        if urgent:
+                pass  # no room behind the queued frames: close now instead
+            else:
+                done, _ = await asyncio.wait({writer}, timeout=CLOSE_DEADLINE_S)
+                if not done:
+                    writer.cancel()
+                    self._abort_after_deadline(code)
+                return
+        if writer is not None and not writer.done():
             writer.cancel()
             await asyncio.wait({writer})
-            try:
-                await asyncio.wait_for(self._send_close(code, reason), CLOSE_DEADLINE_S)
-            except TimeoutError:
-                self._abort_after_deadline(code)
-            return
-        done, _ = await asyncio.wait({writer}, timeout=CLOSE_DEADLINE_S)
-        if not done:
-            writer.cancel()
+        try:
+            await asyncio.wait_for(self._send_close(code, reason), CLOSE_DEADLINE_S)
+        except TimeoutError:
             self._abort_after_deadline(code)
 
     def _abort_after_deadline(self, code: int) -> None:

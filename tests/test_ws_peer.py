@@ -50,6 +50,8 @@ class FakeSocket:
         self.sent.append(json.loads(text) if text.startswith(("{", "[")) else text)
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if self.fail is not None:
+            raise self.fail
         self.closes.append((code, reason or ""))
 
 
@@ -115,7 +117,8 @@ async def test_a_full_queue_closes_the_slow_consumer_at_once() -> None:
     for i in range(4):
         conn.enqueue(frame("channel_message", seq=i + 1))
         await asyncio.sleep(0)  # let the writer pick up the first frame
-    await asyncio.wait_for(conn.finish(), TIMEOUT)
+    assert conn.closing
+    await asyncio.wait_for(conn.close(1000), TIMEOUT)  # waits for the slow-consumer close
     assert sock.closes == [(1008, "slow consumer")]
     assert sock.sent == []
 
@@ -131,6 +134,20 @@ async def test_close_after_the_client_went_away_is_a_no_op() -> None:
     await asyncio.wait_for(conn.finish(), TIMEOUT)
     assert sock.closes == []
     assert conn.closing
+
+
+@pytest.mark.asyncio
+async def test_finish_does_not_wait_for_frames_nobody_will_read() -> None:
+    """The client left while an ordered close waited behind a stalled frame."""
+    sock = FakeSocket()
+    sock.gate.clear()
+    conn = make(sock)
+    conn.enqueue(frame("pong"))
+    await asyncio.sleep(0)  # the writer is stuck sending it
+    conn.request_close(4002, "authentication timeout")
+    sock.fail = OSError("gone")
+    await asyncio.wait_for(conn.finish(), 1.0)  # well under CLOSE_DEADLINE_S
+    assert sock.sent == [] and sock.closes == []
 
 
 @pytest.mark.asyncio
