@@ -42,6 +42,11 @@ Every frame is re-addressed to its recipient (``client_id`` in the envelope).
 The writer asks the fault controller about every frame (drop / delay) in
 test mode.
 
+Shutdown: every connection is tracked in the hub from accept to disconnect
+(``hub.track``), so ``hub.close_all(1001, ...)`` reaches unauthenticated
+sockets too.  :meth:`Connection.close` is idempotent and safe after the
+client went away.
+
 Aborting a connection (``transport.abort()``: no close frame, the browser
 sees 1006) needs uvicorn's transport; :class:`TransportCaptureMiddleware`
 records the server protocol object that owns it into the scope.  Under a
