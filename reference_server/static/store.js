@@ -309,10 +309,12 @@ export function createStore(settings, deps = {}) {
     return socketOpen() && state.authStatus === 'authenticated';
   }
 
+  /** Send a frame; return its size in bytes (UTF-8), or 0 when there is no open socket. */
   function send(frame) {
-    if (!socketOpen()) return false;
-    ws.send(JSON.stringify(frame));
-    return true;
+    if (!socketOpen()) return 0;
+    const text = JSON.stringify(frame);
+    ws.send(text);
+    return new TextEncoder().encode(text).length;
   }
 
   function syncOps() {
@@ -452,12 +454,24 @@ export function createStore(settings, deps = {}) {
     // Operations in flight are void on a dead socket: publishes go back to the queue
     // (resent with the same message id, which the server deduplicates), subscriptions
     // are renewed after re-authentication, the connect is redone with the same key.
+    // After 1009 (message too big) the largest publish in flight is the culprit: resending
+    // it would loop (reconnect, re-authenticate, 1009, ...), so it fails instead.
+    const inFlight = [...ops.values()];
+    const tooBig = code === 1009
+      ? inFlight.filter((op) => op.type === 'publish').sort((a, b) => (b.bytes ?? 0) - (a.bytes ?? 0))[0] ?? null
+      : null;
     const requeue = [];
-    for (const op of [...ops.values()]) {
+    for (const op of inFlight) {
       finishOp(op.id);
-      if (op.type === 'publish') {
-        const item = messageById(op.messageId);
-        if (item && item.state === 'pending') { item.queued = true; requeue.push(op.messageId); }
+      if (op.type !== 'publish') continue;
+      const item = messageById(op.messageId);
+      if (!item || item.state !== 'pending') continue;
+      if (op === tooBig) {
+        item.state = 'failed';
+        item.error = `Message too big: the server closed the connection with 1009 after this ${op.bytes}-byte frame`;
+      } else {
+        item.queued = true;
+        requeue.push(op.messageId);
       }
     }
     state.offlineQueue = [...requeue, ...state.offlineQueue];
@@ -756,8 +770,8 @@ export function createStore(settings, deps = {}) {
     const item = messageById(messageId);
     if (!item || item.state !== 'pending') return;
     item.queued = false;
-    startOp('publish', messageId, { channel: item.channel, messageId });
-    send(envelope('publish', { channel: item.channel, content: item.content }, messageId));
+    const op = startOp('publish', messageId, { channel: item.channel, messageId });
+    op.bytes = send(envelope('publish', { channel: item.channel, content: item.content }, messageId));
   }
 
   function flushQueue() {
@@ -1015,6 +1029,15 @@ export function createStore(settings, deps = {}) {
     if (!STATUSES.includes(status)) {
       recordError('test', `websocket-status ignored: unknown status ${JSON.stringify(status)}; expected one of ${STATUSES.join(', ')}`);
       return;
+    }
+    // Same bookkeeping as a real close: leaving connected/connecting for disconnected/error
+    // is a lost connection, i.e. one more reconnection attempt.  Nothing is scheduled and
+    // the socket is not touched.
+    const lost = (status === 'disconnected' || status === 'error')
+      && (state.status === 'connected' || state.status === 'connecting');
+    if (lost) {
+      state.reconnectAttempts += 1;
+      state.lastReconnect = nowIso();
     }
     if (error) recordError('test', String(error));
     setStatus(status, error ? String(error) : 'Set by the websocket-status test event');

@@ -21,12 +21,17 @@ def test_websocket_status_event_drives_the_status(client_page: ClientPage) -> No
 
     expect(client_page.by("connection-status")).to_have_text("error")
     expect(client_page.by("error-details")).to_contain_text("Simulated outage")
+    # Counted like a real lost connection, but nothing is scheduled and the socket stays.
+    expect(client_page.by("reconnect-info")).to_contain_text("Reconnection attempts: 1")
+    expect(client_page.by("reconnect-info")).not_to_contain_text("Never")
+    expect(client_page.by("next-reconnect")).to_have_text("No reconnect scheduled")
     latest = client_page.by("status-history-entry").first
     expect(latest).to_contain_text("error")
     expect(latest).to_contain_text("Simulated outage")
     for status in ("connecting", "disconnected", "connected"):
         client_page.dispatch("websocket-status", {"status": status})
         expect(client_page.by("connection-status")).to_have_text(status)
+    expect(client_page.by("reconnect-info")).to_contain_text("Reconnection attempts: 2")
     state = client_page.state()
     assert [e["status"] for e in state["statusHistory"][-4:]] == ["error", "connecting", "disconnected", "connected"]
     assert state["connected"] is True and state["connecting"] is False

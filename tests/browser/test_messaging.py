@@ -21,6 +21,7 @@ QUEUE = unique_id("queue")
 ELSEWHERE = unique_id("elsewhere")
 ALPHA = unique_id("alpha")
 BETA = unique_id("beta")
+BIG = unique_id("big")
 
 
 def test_a_publish_goes_from_pending_to_delivered_and_reaches_subscribers(
@@ -175,3 +176,30 @@ def test_subscribe_and_unsubscribe_through_the_ui(client_page: ClientPage) -> No
     client_page.wait_for_sent("unsubscribe", channel=ALPHA)
     client_page.subscribe("Not A Channel")
     expect(client_page.by("error-details")).to_contain_text('Invalid channel name "Not A Channel"')
+
+
+def test_a_message_over_the_servers_limit_fails_instead_of_being_resent(client_page: ClientPage) -> None:
+    """The server closes with 1009; the page reconnects but does not send the message again."""
+    client_page.open(virtual_time=True, jitter="none")
+    client_page.authenticate()
+    limit = client_page.server.settings.max_message_bytes
+
+    client_page.page.evaluate("([ch, n]) => window.__novaWs.publish(ch, 'x'.repeat(n))", [BIG, limit + 1])
+    client_page.publish("small and fine", channel=BIG)
+
+    expect(client_page.by("connection-status")).to_have_text("disconnected")
+    closes = [e for e in client_page.state()["errors"] if e["source"] == "close"]
+    assert closes[0]["code"] == 1009
+    client_page.advance_to_reconnect()
+    expect(client_page.by("auth-status")).to_have_text("Authenticated")
+
+    big, small = client_page.message_items(BIG).all()
+    expect(big).to_have_attribute("data-state", "failed")
+    expect(big.get_by_test_id("message-error")).to_contain_text("Message too big")
+    expect(small).to_have_attribute("data-state", "delivered")
+    client_page.advance(20_000)
+    expect(client_page.by("connection-status")).to_have_text("connected")
+    sizes = client_page.page.evaluate(
+        "() => window.__novaTestSent.filter((r) => r.includes('\"type\":\"publish\"')).map((r) => r.length)"
+    )
+    assert len([n for n in sizes if n > limit]) == 1, "the oversized message was sent again"
