@@ -48,7 +48,14 @@ from .protocol import (
 )
 from .settings import Settings
 
-__all__ = ["render", "main", "DOCS_PATH", "EXAMPLE_TIMESTAMP", "QUICKSTART_SNIPPET", "QUICKSTART_OUTPUT"]
+__all__ = [
+    "DOCS_PATH",
+    "EXAMPLE_TIMESTAMP",
+    "QUICKSTART_OUTPUT",
+    "QUICKSTART_SNIPPET",
+    "main",
+    "render",
+]
 
 #: Where the generated document lives in the repository.
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -103,7 +110,9 @@ _ERROR_CODES: dict[ErrorCode, str] = {
 }
 
 
-def _frame(type_: str, data: dict[str, Any] | None, *, client_id: str = _CLIENT, id: str | None = None) -> dict[str, Any]:
+def _frame(
+    type_: str, data: dict[str, Any] | None, *, client_id: str = _CLIENT, id: str | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "type": type_,
         "data": data if data is not None else {},
@@ -127,21 +136,28 @@ _MESSAGE = {
 #: type -> (what it does, example frame)
 _MESSAGES: dict[str, tuple[str, dict[str, Any]]] = {
     "connect": (
-        "Authenticate with an API key: the second step of the handshake, and the only "
-        "message accepted before it succeeds. Answered by `auth_success`, or by `error` "
-        "`auth_failed` and close 4001. `metadata` describes the client; its `permissions` "
-        "are ignored (the key decides).",
+        (
+            "Authenticate with an API key: the second step of the handshake, and the only "
+            "message accepted before it succeeds. Answered by `auth_success`, or by `error` "
+            "`auth_failed` and close 4001. `metadata` describes the client; its `permissions` "
+            "are ignored (the key decides)."
+        ),
         _frame(
             "connect",
-            {"api_key": "valid-test-key", "metadata": {"type": "browser", "permissions": [], "created": EXAMPLE_TIMESTAMP}},
+            {
+                "api_key": "valid-test-key",
+                "metadata": {"type": "browser", "permissions": [], "created": EXAMPLE_TIMESTAMP},
+            },
             id="op-1",
         ),
     ),
     "subscribe": (
-        "Receive a channel's messages. With `since_seq`, every stored message with a higher "
-        "seq is replayed first (as `channel_message`), then `subscribed` is sent, then live "
-        "messages follow: no gap and no duplicate across a reconnect. Needs the channel's "
-        "subscribe permission.",
+        (
+            "Receive a channel's messages. With `since_seq`, every stored message with a higher "
+            "seq is replayed first (as `channel_message`), then `subscribed` is sent, then live "
+            "messages follow: no gap and no duplicate across a reconnect. Needs the channel's "
+            "subscribe permission."
+        ),
         _frame("subscribe", {"channel": "general", "since_seq": 40}, id="op-2"),
     ),
     "unsubscribe": (
@@ -149,11 +165,13 @@ _MESSAGES: dict[str, tuple[str, dict[str, Any]]] = {
         _frame("unsubscribe", {"channel": "general"}, id="op-3"),
     ),
     "publish": (
-        "Send a message to a channel. The `id` becomes the message id: the message is "
-        "committed to storage, delivered to every subscriber (the sender too, if subscribed) "
-        "as `channel_message`, then confirmed with `delivery_confirmation`. Publishing again "
-        "with the same `id` on the same channel is confirmed again but neither stored nor "
-        "delivered twice. Needs the channel's publish permission.",
+        (
+            "Send a message to a channel. The `id` becomes the message id: the message is "
+            "committed to storage, delivered to every subscriber (the sender too, if subscribed) "
+            "as `channel_message`, then confirmed with `delivery_confirmation`. Publishing again "
+            "with the same `id` on the same channel is confirmed again but neither stored nor "
+            "delivered twice. Needs the channel's publish permission."
+        ),
         _frame("publish", {"channel": "general", "content": "hello"}, id="msg-7"),
     ),
     "ping": (
@@ -161,32 +179,53 @@ _MESSAGES: dict[str, tuple[str, dict[str, Any]]] = {
         _frame("ping", {}, id="op-4"),
     ),
     "client_error": (
-        "Report an error the client hit (for example an exception in the UI). Logged and "
-        "stored, listed by `GET /api/client-errors`; no reply.",
+        (
+            "Report an error the client hit (for example an exception in the UI). Logged and "
+            "stored, listed by `GET /api/client-errors`; no reply."
+        ),
         _frame(
             "client_error",
-            {"message": "TypeError: cannot read properties of undefined", "context": {"component": "ChannelList"}},
+            {
+                "message": "TypeError: cannot read properties of undefined",
+                "context": {"component": "ChannelList"},
+            },
         ),
     ),
     "connection_established": (
-        "First frame on every accepted connection, before authentication: the client has "
-        "`auth_timeout_ms` to send `connect`.",
+        (
+            "First frame on every accepted connection, before authentication: the client has "
+            "`auth_timeout_ms` to send `connect`."
+        ),
         _frame(
             "connection_established",
-            {"client_id": _CLIENT, "auth_timeout_ms": 10000, "protocol_version": PROTOCOL_VERSION, "server_time": EXAMPLE_TIMESTAMP},
+            {
+                "client_id": _CLIENT,
+                "auth_timeout_ms": 10000,
+                "protocol_version": PROTOCOL_VERSION,
+                "server_time": EXAMPLE_TIMESTAMP,
+            },
         ),
     ),
     "auth_success": (
         "Answer to a good `connect`: the permissions come from the API key.",
         _frame(
             "auth_success",
-            {"client_id": _CLIENT, "metadata": {"type": "browser", "permissions": ["read", "write"], "created": EXAMPLE_TIMESTAMP}},
+            {
+                "client_id": _CLIENT,
+                "metadata": {
+                    "type": "browser",
+                    "permissions": ["read", "write"],
+                    "created": EXAMPLE_TIMESTAMP,
+                },
+            },
             id="op-1",
         ),
     ),
     "error": (
-        "Something the client sent could not be done; `code` says why (see Error codes), "
-        "`operation_id` (and the envelope `id`) names the message it answers when known.",
+        (
+            "Something the client sent could not be done; `code` says why (see Error codes), "
+            "`operation_id` (and the envelope `id`) names the message it answers when known."
+        ),
         _frame(
             "error",
             {
@@ -199,20 +238,33 @@ _MESSAGES: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     "delivery_confirmation": (
-        "The published message is stored (it survives a crash of the server) and was handed "
-        "to every subscriber; `seq` is its place in the channel.",
-        _frame("delivery_confirmation", {"message_id": "msg-7", "channel": "general", "seq": 42}, id="msg-7"),
+        (
+            "The published message is stored (it survives a crash of the server) and was handed "
+            "to every subscriber; `seq` is its place in the channel."
+        ),
+        _frame(
+            "delivery_confirmation",
+            {"message_id": "msg-7", "channel": "general", "seq": 42},
+            id="msg-7",
+        ),
     ),
     "subscribed": (
-        "The subscription is live. `last_seq` is the stream position: the last replayed seq, "
-        "or the channel's last seq when nothing was replayed. Remember the highest seq seen "
-        "and pass it as `since_seq` when resubscribing.",
+        (
+            "The subscription is live. `last_seq` is the stream position: the last replayed seq, "
+            "or the channel's last seq when nothing was replayed. Remember the highest seq seen "
+            "and pass it as `since_seq` when resubscribing."
+        ),
         _frame("subscribed", {"channel": "general", "last_seq": 42}, id="op-2"),
     ),
-    "unsubscribed": ("The subscription is gone.", _frame("unsubscribed", {"channel": "general"}, id="op-3")),
+    "unsubscribed": (
+        "The subscription is gone.",
+        _frame("unsubscribed", {"channel": "general"}, id="op-3"),
+    ),
     "channel_message": (
-        "A message on a subscribed channel, from a WebSocket `publish` or a REST post "
-        "(`sender` is then `rest`). Per channel, `seq` is strictly increasing and gap-free.",
+        (
+            "A message on a subscribed channel, from a WebSocket `publish` or a REST post "
+            "(`sender` is then `rest`). Per channel, `seq` is strictly increasing and gap-free."
+        ),
         _frame("channel_message", dict(_MESSAGE)),
     ),
     "pong": ("Answer to `ping`.", _frame("pong", {"server_time": EXAMPLE_TIMESTAMP}, id="op-4")),
@@ -256,7 +308,7 @@ _ENVELOPE_NOTES: dict[str, str] = {
     "id": "Operation id chosen by the sender; the reply to that message carries it back in its own `id`.",
 }
 
-QUICKSTART_SNIPPET = '''\
+QUICKSTART_SNIPPET = """\
 import asyncio
 import json
 from datetime import datetime, timezone
@@ -292,7 +344,7 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
 #: What the snippet prints against a fresh server (tests/test_docs_protocol.py runs it).
 QUICKSTART_OUTPUT = """\
@@ -401,7 +453,7 @@ def _message_models() -> dict[str, type[BaseModel]]:
     for name in protocol.__all__:
         obj = getattr(protocol, name)
         if isinstance(obj, type) and issubclass(obj, BaseModel) and "type" in obj.model_fields:
-            args = getattr(obj.model_fields["type"].annotation, "__args__", ())
+            args: tuple[Any, ...] = getattr(obj.model_fields["type"].annotation, "__args__", ())
             if len(args) == 1 and isinstance(args[0], str):
                 found[args[0]] = obj
     return found
@@ -451,7 +503,14 @@ def _envelope() -> str:
     for name in ("type", "data", "timestamp", "client_id", "id"):
         prop = props[name]
         kind = "string" if name == "type" else ("object" if name == "data" else _type_of(prop, {}))
-        rows.append([f"`{name}`", kind, "yes" if name in required or name == "data" else "no", _ENVELOPE_NOTES[name]])
+        rows.append(
+            [
+                f"`{name}`",
+                kind,
+                "yes" if name in required or name == "data" else "no",
+                _ENVELOPE_NOTES[name],
+            ]
+        )
     return (
         _table(["field", "type", "required", "meaning"], rows)
         + "\n\nUnknown fields are rejected at every level (`invalid_message`), so typos do not pass silently.\n"
@@ -506,18 +565,38 @@ Against a fresh database it prints:
 def _session() -> str:
     steps = [
         ("←", _MESSAGES["connection_established"][1]),
-        ("→", _frame("connect", {"api_key": "valid-test-key", "metadata": {"type": "browser"}}, id="op-1")),
+        (
+            "→",
+            _frame(
+                "connect", {"api_key": "valid-test-key", "metadata": {"type": "browser"}}, id="op-1"
+            ),
+        ),
         ("←", _MESSAGES["auth_success"][1]),
         ("→", _frame("subscribe", {"channel": "general", "since_seq": 41}, id="op-2")),
-        ("←", _frame("channel_message", {**_MESSAGE, "seq": 42, "sender": "browser-2", "message_id": "msg-6"})),
+        (
+            "←",
+            _frame(
+                "channel_message",
+                {**_MESSAGE, "seq": 42, "sender": "browser-2", "message_id": "msg-6"},
+            ),
+        ),
         ("←", _frame("subscribed", {"channel": "general", "last_seq": 42}, id="op-2")),
         ("→", _frame("publish", {"channel": "general", "content": "hello"}, id="msg-7")),
         ("←", _frame("channel_message", {**_MESSAGE, "seq": 43})),
-        ("←", _frame("delivery_confirmation", {"message_id": "msg-7", "channel": "general", "seq": 43}, id="msg-7")),
+        (
+            "←",
+            _frame(
+                "delivery_confirmation",
+                {"message_id": "msg-7", "channel": "general", "seq": 43},
+                id="msg-7",
+            ),
+        ),
     ]
     parts = []
     for arrow, frame in steps:
-        parts.append(f"{arrow} `{frame['type']}`\n\n```json\n{json.dumps(frame, ensure_ascii=False)}\n```")
+        parts.append(
+            f"{arrow} `{frame['type']}`\n\n```json\n{json.dumps(frame, ensure_ascii=False)}\n```"
+        )
     note = (
         "The replayed `channel_message` (seq 42, after `since_seq` 41) comes before "
         "`subscribed`; the sender, being subscribed, receives its own message before the "
@@ -579,7 +658,8 @@ def _delivery() -> str:
 def _close_codes() -> str:
     _missing("close code", _CLOSE_CODES, CloseCode)
     rows = [
-        [str(int(c)), f"`{c.name}`", "yes" if c.reconnects else "no", _CLOSE_CODES[c]] for c in CloseCode
+        [str(int(c)), f"`{c.name}`", "yes" if c.reconnects else "no", _CLOSE_CODES[c]]
+        for c in CloseCode
     ]
     return (
         "## Close codes\n\n"
@@ -594,14 +674,26 @@ def _close_codes() -> str:
 def _error_codes() -> str:
     _missing("error code", _ERROR_CODES, ErrorCode)
     rows = [[f"`{c.value}`", _ERROR_CODES[c]] for c in ErrorCode]
-    return "## Error codes\n\n`code` of `error` messages.\n\n" + _table(["code", "when"], rows) + "\n"
+    return (
+        "## Error codes\n\n`code` of `error` messages.\n\n" + _table(["code", "when"], rows) + "\n"
+    )
 
 
 def _limits() -> str:
     f = Settings.model_fields
     rows = [
-        ["frame size", _size(f["max_message_bytes"].default), "`NOVA_MAX_MESSAGE_BYTES`", "close 1009"],
-        ["authentication time", f"{f['auth_timeout_ms'].default} ms", "`NOVA_AUTH_TIMEOUT_MS`", "close 4002"],
+        [
+            "frame size",
+            _size(f["max_message_bytes"].default),
+            "`NOVA_MAX_MESSAGE_BYTES`",
+            "close 1009",
+        ],
+        [
+            "authentication time",
+            f"{f['auth_timeout_ms'].default} ms",
+            "`NOVA_AUTH_TIMEOUT_MS`",
+            "close 4002",
+        ],
         [
             "message rate",
             f"{f['rate_limit_per_second'].default:g}/s sustained, burst {f['rate_limit_burst'].default}",
@@ -622,7 +714,10 @@ def _messages() -> str:
     models = _message_models()
     _missing("message type", _MESSAGES, CLIENT_MESSAGE_TYPES + SERVER_MESSAGE_TYPES)
     out = ["## Messages\n"]
-    for title, types in (("Client to server", CLIENT_MESSAGE_TYPES), ("Server to client", SERVER_MESSAGE_TYPES)):
+    for title, types in (
+        ("Client to server", CLIENT_MESSAGE_TYPES),
+        ("Server to client", SERVER_MESSAGE_TYPES),
+    ):
         out.append(f"### {title}\n")
         out.append(", ".join(f"[`{t}`](#{t})" for t in types) + "\n")
         for type_ in types:
@@ -693,7 +788,10 @@ def _example_of(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
 
 
 def _rest_operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> str:
-    lines = [f"### `{method.upper()} {path}`\n", f"{op.get('summary', '')}. {op.get('description', '')}\n"]
+    lines = [
+        f"### `{method.upper()} {path}`\n",
+        f"{op.get('summary', '')}. {op.get('description', '')}\n",
+    ]
     auth = "`X-API-Key` header" if op.get("security") else "none"
     lines.append(f"Authentication: {auth}.\n")
     params = op.get("parameters", [])
@@ -706,16 +804,30 @@ def _rest_operation(doc: dict[str, Any], path: str, method: str, op: dict[str, A
                 if key in schema:
                     constraints.append(f"{word} {schema[key]}")
             note = schema.get("description") or p.get("description") or ""
-            constraints = [c for c in constraints if not (c.startswith("matches `") and c[9:-1] in note)]
+            constraints = [
+                c for c in constraints if not (c.startswith("matches `") and c[9:-1] in note)
+            ]
             if constraints:
                 note += (" " if note else "") + "(" + "; ".join(constraints) + ")"
-            rows.append([f"`{p['name']}`", p["in"], _type_of(schema, {}), "yes" if p.get("required") else "no", note])
+            rows.append(
+                [
+                    f"`{p['name']}`",
+                    p["in"],
+                    _type_of(schema, {}),
+                    "yes" if p.get("required") else "no",
+                    note,
+                ]
+            )
         lines.append(_table(["parameter", "in", "type", "required", "meaning"], rows) + "\n")
     example_path = path
     for p in params:
         if p["in"] == "path":
-            example_path = example_path.replace("{" + p["name"] + "}", str(p["schema"]["examples"][0]))
-    body_schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            example_path = example_path.replace(
+                "{" + p["name"] + "}", str(p["schema"]["examples"][0])
+            )
+    body_schema = (
+        op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    )
     body = _example_of(doc, body_schema) if body_schema else None
     curl = ["curl"]
     if method != "get":
@@ -750,13 +862,17 @@ def _rest() -> str:
     doc = _openapi()
     out = [
         "## REST API\n",
-        "Authenticated by the `X-API-Key` header (401 without it or with an unknown key, 403 "
-        "without the permission, same access table as the WebSocket). Errors are JSON: "
-        '`{"detail": "..."}` for 401, 403 and 404; FastAPI\'s `{"detail": [{"loc", "msg", "type", ...}]}` '
-        "for 422, naming the rule that was broken. The full OpenAPI document is served at "
-        "`GET /openapi.json` (interactive: `/docs`).\n",
-        "A chat thread's messages are the channel `thread:{id}`: posting to a thread broadcasts a "
-        "`channel_message` on that channel, and `GET /api/channels/thread:{id}` shows them too.\n",
+        (
+            "Authenticated by the `X-API-Key` header (401 without it or with an unknown key, 403 "
+            "without the permission, same access table as the WebSocket). Errors are JSON: "
+            '`{"detail": "..."}` for 401, 403 and 404; FastAPI\'s `{"detail": [{"loc", "msg", "type", ...}]}` '
+            "for 422, naming the rule that was broken. The full OpenAPI document is served at "
+            "`GET /openapi.json` (interactive: `/docs`).\n"
+        ),
+        (
+            "A chat thread's messages are the channel `thread:{id}`: posting to a thread broadcasts a "
+            "`channel_message` on that channel, and `GET /api/channels/thread:{id}` shows them too.\n"
+        ),
     ]
     rows = [
         [f"`{m.upper()} {p}`", op.get("summary", "")]
@@ -812,7 +928,9 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help=f"write {DOCS_PATH.name} in docs/")
     group.add_argument("--check", action="store_true", help="exit 1 when docs/protocol.md is stale")
-    parser.add_argument("--path", type=Path, default=DOCS_PATH, help="the document (default: docs/protocol.md)")
+    parser.add_argument(
+        "--path", type=Path, default=DOCS_PATH, help="the document (default: docs/protocol.md)"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.write:
@@ -824,7 +942,10 @@ def main(argv: list[str] | None = None) -> int:
         if current == text:
             return 0
         diff = difflib.unified_diff(
-            current.splitlines(keepends=True), text.splitlines(keepends=True), str(args.path), "generated"
+            current.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            str(args.path),
+            "generated",
         )
         sys.stderr.writelines(list(diff)[:200])
         print(

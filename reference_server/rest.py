@@ -29,7 +29,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -44,28 +54,28 @@ from .settings import Settings
 from .storage import ClientErrorRecord, Storage, StoredMessage, Thread
 
 __all__ = [
-    "router",
-    "install",
     "API_KEY_HEADER",
-    "REST_SENDER",
-    "MAX_TITLE_CHARS",
     "MAX_CONTENT_CHARS",
-    "MAX_MESSAGE_ID_CHARS",
     "MAX_LIMIT",
-    "Principal",
-    "lookup_api_key",
+    "MAX_MESSAGE_ID_CHARS",
+    "MAX_TITLE_CHARS",
+    "REST_SENDER",
+    "ChannelDetail",
+    "ChannelSummary",
+    "ClientErrorOut",
     "ErrorResponse",
-    "ValidationProblem",
-    "ValidationErrorResponse",
     "HealthResponse",
-    "ThreadCreate",
-    "ThreadOut",
-    "ThreadDetail",
     "MessageCreate",
     "MessageOut",
-    "ChannelSummary",
-    "ChannelDetail",
-    "ClientErrorOut",
+    "Principal",
+    "ThreadCreate",
+    "ThreadDetail",
+    "ThreadOut",
+    "ValidationErrorResponse",
+    "ValidationProblem",
+    "install",
+    "lookup_api_key",
+    "router",
 ]
 
 #: The request header carrying the API key.

@@ -31,7 +31,7 @@ from reference_server.protocol import (
 from tests.conftest import LiveServer
 
 DOC = docgen.DOCS_PATH.read_text(encoding="utf-8") if docgen.DOCS_PATH.exists() else ""
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def _blocks(lang: str) -> list[str]:
@@ -104,7 +104,7 @@ def test_every_rest_operation_of_the_app_is_documented(live_server: LiveServer) 
 
 def _rest_sections() -> dict[str, str]:
     """`METHOD /path` -> the text of its section."""
-    parts = re.split(r"^### `([A-Z]+ /[^`]*)`$", DOC, flags=re.M)
+    parts = re.split(r"^### `([A-Z]+ /[^`]*)`$", DOC, flags=re.MULTILINE)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
@@ -121,7 +121,7 @@ def test_rest_examples_validate_against_their_models() -> None:
     for heading, text in _rest_sections().items():
         method, path = heading.split(" ", 1)
         operation = openapi["paths"][path][method.lower()]
-        response = re.search(r"^Response `(\d+)`:\n\n```json\n(.*?)^```$", text, re.M | re.S)
+        response = re.search(r"^Response `(\d+)`:\n\n```json\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
         if response is not None:
             schema = operation["responses"][response.group(1)]["content"]["application/json"]["schema"]
             TypeAdapter(_model_for(schema, openapi)).validate_python(json.loads(response.group(2)))

@@ -113,6 +113,8 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @contextmanager

@@ -211,7 +211,9 @@ def test_make_message_builds_a_valid_envelope() -> None:
     frame = make_message("publish", {"channel": "general", "content": "hi"}, client_id="c1", id="op-1")
     assert set(frame) == {"type", "data", "timestamp", "client_id", "id"}
     assert frame["client_id"] == "c1" and frame["id"] == "op-1"
-    assert parse_client_message(json.dumps(frame)).data.content == "hi"
+    message = parse_client_message(json.dumps(frame))
+    assert isinstance(message, protocol.PublishMessage)
+    assert message.data.content == "hi"
 
 
 def test_make_message_defaults_data_and_omits_id() -> None:

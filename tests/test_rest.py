@@ -144,10 +144,10 @@ def test_protected_endpoints_answer_401_without_a_known_key(
     method: str,
     path: str,
     body: dict[str, Any] | None,
-    headers: dict[str, str | bytes],
+    headers: dict[str, str] | dict[str, bytes],
     needle: str,
 ) -> None:
-    response = shared_http.request(method, path, json=body, headers=headers)
+    response = shared_http.request(method, path, json=body, headers=headers)  # type: ignore[arg-type]
     assert response.status_code == 401, response.text
     assert needle in response.json()["detail"]
 
@@ -544,16 +544,16 @@ async def test_channel_listing_counts_websocket_subscribers(server: LiveServer) 
     client_id = new_client_id("count")
     async with (
         httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+        authenticated(server.ws_url(client_id), client_id) as ws,
     ):
-        async with authenticated(server.ws_url(client_id), client_id) as ws:
-            await ws.request("subscribe", {"channel": "lobby"}, reply="subscribed")
-            assert (await http.get("/health")).json()["connections"] == 1
-            assert (await http.get("/api/channels")).json() == [
-                {"name": "lobby", "subscribers": 1, "last_seq": 0}
-            ]
-            assert (await http.get("/api/channels/lobby")).json()["subscribers"] == 1
-            await ws.request("unsubscribe", {"channel": "lobby"}, reply="unsubscribed")
-            assert (await http.get("/api/channels/lobby")).json()["subscribers"] == 0
+        await ws.request("subscribe", {"channel": "lobby"}, reply="subscribed")
+        assert (await http.get("/health")).json()["connections"] == 1
+        assert (await http.get("/api/channels")).json() == [
+            {"name": "lobby", "subscribers": 1, "last_seq": 0}
+        ]
+        assert (await http.get("/api/channels/lobby")).json()["subscribers"] == 1
+        await ws.request("unsubscribe", {"channel": "lobby"}, reply="unsubscribed")
+        assert (await http.get("/api/channels/lobby")).json()["subscribers"] == 0
 
 
 @pytest.mark.asyncio

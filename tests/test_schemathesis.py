@@ -16,6 +16,7 @@ which pytest 9 no longer has.)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +34,7 @@ from tests.conftest import LiveServer, start_server
 API_KEY = "development"
 
 #: Built without starting anything: ``openapi()`` is pure.
-OPENAPI: dict[str, Any] = create_app(Settings(db=":memory:", frontend_port=None)).openapi()
+OPENAPI: dict[str, Any] = create_app(Settings(db=Path(":memory:"), frontend_port=None)).openapi()
 
 schema = schemathesis.openapi.from_dict(OPENAPI)
 
@@ -61,7 +62,7 @@ def test_live_server_serves_the_tested_document(api_server: LiveServer) -> None:
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_rest_api_never_answers_5xx(case: schemathesis.Case, api_server: LiveServer) -> None:
+def test_rest_api_never_answers_5xx(case: schemathesis.Case[Any], api_server: LiveServer) -> None:
     """Generated requests with a valid key: any status but 5xx."""
     case.call_and_validate(
         base_url=api_server.http_url,
