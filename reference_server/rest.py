@@ -192,7 +192,7 @@ class ValidationErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str = Field(description="Always `ok` when the server answers.", examples=["ok"])
     protocol_version: str = Field(examples=[PROTOCOL_VERSION])
-    connections: int = Field(ge=0, description="Live WebSocket connections.", examples=[3])
+    connections: int = Field(ge=0, description="Authenticated WebSocket connections.", examples=[3])
 
 
 class ThreadCreate(BaseModel):
