@@ -210,6 +210,7 @@ export function createStore(settings, deps = {}) {
     connected: false,
     connecting: false,
     statusDetail: 'Not started',
+    statusSource: 'transport', // 'test-event' after a websocket-status event, until a user action
     wsUrl: settings.wsUrl,
     apiBase: settings.apiBase,
     testMode: settings.testMode,
@@ -270,10 +271,14 @@ export function createStore(settings, deps = {}) {
     return new Date().toISOString();
   }
 
-  function setStatus(status, detail = '') {
+  function setStatus(status, detail = '', { fromTestEvent = false } = {}) {
     if (!STATUSES.includes(status)) {
       throw new Error(`unknown status ${JSON.stringify(status)}; expected one of ${STATUSES.join(', ')}`);
     }
+    // While a `websocket-status` test event drives the status, the transport's own
+    // transitions do not overwrite it (a socket opening late would otherwise race the
+    // test).  A user action (Authenticate, Reconnect, Disconnect) hands it back.
+    if (state.statusSource === 'test-event' && !fromTestEvent) return;
     state.status = status;
     state.connected = status === 'connected';
     state.connecting = status === 'connecting';
@@ -970,6 +975,7 @@ export function createStore(settings, deps = {}) {
   }
 
   function authenticate(key) {
+    state.statusSource = 'transport';
     key = String(key ?? '').trim();
     if (!key) {
       state.authStatus = 'failed';
@@ -1000,6 +1006,7 @@ export function createStore(settings, deps = {}) {
   }
 
   function disconnect() {
+    state.statusSource = 'transport';
     clearReconnectTimer();
     if (ws === null) {
       if (state.status !== 'disconnected') setStatus('disconnected', 'Disconnected by the user');
@@ -1011,6 +1018,7 @@ export function createStore(settings, deps = {}) {
   }
 
   function reconnect() {
+    state.statusSource = 'transport';
     clearReconnectTimer();
     state.autoReconnect = true;
     dropSocket(1000, 'Reconnecting');
@@ -1040,7 +1048,8 @@ export function createStore(settings, deps = {}) {
       state.lastReconnect = nowIso();
     }
     if (error) recordError('test', String(error));
-    setStatus(status, error ? String(error) : 'Set by the websocket-status test event');
+    state.statusSource = 'test-event';
+    setStatus(status, error ? String(error) : 'Set by the websocket-status test event', { fromTestEvent: true });
   }
 
   /** The test-mode `websocket-message` event: handle a frame as if it came from the socket. */
@@ -1056,7 +1065,7 @@ export function createStore(settings, deps = {}) {
     getState,
     subscribeToChanges(fn) { listeners.add(fn); fn(state); return () => listeners.delete(fn); },
     start,
-    connect: () => connect('Connecting (requested by the user)'),
+    connect: () => { state.statusSource = 'transport'; connect('Connecting (requested by the user)'); },
     reconnect,
     disconnect,
     authenticate,

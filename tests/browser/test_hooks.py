@@ -103,3 +103,21 @@ def test_hooks_are_absent_outside_test_mode(page: Page, server_factory) -> None:
     )
     expect(page.get_by_test_id("connection-status")).to_have_text("connected")
     expect(page.get_by_test_id("error-details")).to_have_text("No errors")
+
+
+def test_a_status_set_by_event_is_not_overwritten_by_the_transport_until_a_user_action(
+    client_page: ClientPage,
+) -> None:
+    client_page.open(virtual_time=True)
+    client_page.authenticate()
+
+    client_page.dispatch("websocket-status", {"status": "error", "error": "Synthetic failure"})
+    client_page.faults.close_socket(1011, "real close meanwhile")
+    client_page.wait_for_state("s.nextReconnectDelay !== null", "the real close to be handled")
+    expect(client_page.by("connection-status")).to_have_text("error")
+    assert client_page.state()["statusSource"] == "test-event"
+
+    client_page.by("reconnect-button").click()
+    expect(client_page.by("auth-status")).to_have_text("Authenticated")
+    expect(client_page.by("connection-status")).to_have_text("connected")
+    assert client_page.state()["statusSource"] == "transport"
