@@ -1,0 +1,214 @@
+"""RFC 6455 frame headers, parsed incrementally from a byte stream (no I/O).
+
+The proxy never decodes payloads: it only needs to know where each frame ends,
+so that a fault can cut a stream *between* frames, and it reads the status
+code of close frames for the event log.  :class:`FrameParser` accepts the
+stream in arbitrary pieces (a header may straddle two reads) and reports each
+frame once its last byte has been seen.
+
+Frame header layout (RFC 6455 section 5.2)::
+
+    byte 0: FIN RSV1 RSV2 RSV3 opcode(4)
+    byte 1: MASK payload-length(7)       126 -> 16-bit length follows,
+                                         127 -> 64-bit length follows
+    [2 or 8 bytes extended length] [4 bytes masking key if MASK]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "OPCODE_NAMES",
+    "FrameHeader",
+    "FrameInfo",
+    "FrameParser",
+    "Opcode",
+    "parse_frame_header",
+    "unmask",
+]
+
+MAX_HEADER = 14
+"""2 bytes + 8 extended length + 4 masking key."""
+
+
+class Opcode:
+    """Frame opcodes (RFC 6455 section 5.2)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+
+OPCODE_NAMES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    """One frame header: flags, opcode, payload length and masking key (``None`` if unmasked)."""
+
+    fin: bool
+    rsv: int
+    opcode: int
+    payload_length: int
+    mask: bytes | None
+    header_length: int
+
+    @property
+    def masked(self) -> bool:
+        return self.mask is not None
+
+    @property
+    def frame_length(self) -> int:
+        """Header plus payload, in bytes."""
+        return self.header_length + self.payload_length
+
+    @property
+    def is_control(self) -> bool:
+        return self.opcode >= 0x8
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """A whole frame seen in the stream: its header, where it starts and ends.
+
+    ``start`` and ``end`` are absolute stream offsets (``end`` is one past the
+    last byte).  ``payload`` is the unmasked payload of control frames (at most
+    125 bytes by the RFC); data frame payloads are never kept.
+    """
+
+    header: FrameHeader
+    start: int
+    end: int
+    payload: bytes | None = None
+
+    @property
+    def opcode(self) -> int:
+        return self.header.opcode
+
+    @property
+    def close_code(self) -> int | None:
+        """The status code of a close frame, ``None`` for other frames or an empty close."""
+        if self.header.opcode != Opcode.CLOSE or not self.payload or len(self.payload) < 2:
+            return None
+        return int.from_bytes(self.payload[:2], "big")
+
+
+def parse_frame_header(buf: bytes | bytearray | memoryview) -> FrameHeader | None:
+    """Parse the frame header at the start of ``buf``; ``None`` if ``buf`` is too short.
+
+    Raises ``ValueError`` for a 64-bit length with its most significant bit set
+    (forbidden by the RFC), which also means the stream is not WebSocket frames.
+    """
+    if len(buf) < 2:
+        return None
+    b0, b1 = buf[0], buf[1]
+    length = b1 & 0x7F
+    pos = 2
+    if length == 126:
+        if len(buf) < 4:
+            return None
+        length = int.from_bytes(buf[2:4], "big")
+        pos = 4
+    elif length == 127:
+        if len(buf) < 10:
+            return None
+        length = int.from_bytes(buf[2:10], "big")
+        if length >> 63:
+            raise ValueError("64-bit frame length with the most significant bit set")
+        pos = 10
+    mask: bytes | None = None
+    if b1 & 0x80:
+        if len(buf) < pos + 4:
+            return None
+        mask = bytes(buf[pos : pos + 4])
+        pos += 4
+    return FrameHeader(
+        fin=bool(b0 & 0x80),
+        rsv=(b0 >> 4) & 0x7,
+        opcode=b0 & 0x0F,
+        payload_length=length,
+        mask=mask,
+        header_length=pos,
+    )
+
+
+def unmask(data: bytes, mask: bytes, start: int = 0) -> bytes:
+    """XOR ``data`` with ``mask``; ``start`` is the payload index of ``data[0]``."""
+    return bytes(b ^ mask[(start + i) % 4] for i, b in enumerate(data))
+
+
+class FrameParser:
+    """Follows frame boundaries through one direction of a WebSocket stream.
+
+    ``feed(data)`` returns the frames that *end* within ``data``.  Offsets are
+    absolute: the parser starts at ``offset`` (the stream position of the
+    first frame byte, i.e. just after the HTTP head) and advances by every byte
+    fed.  State is a few integers and at most 14 buffered header bytes, so the
+    cost per read is one header parse per frame, whatever the payload size.
+    """
+
+    __slots__ = ("_control", "_frame_start", "_header", "_header_buf", "_remaining", "position")
+
+    def __init__(self, offset: int = 0) -> None:
+        self.position = offset
+        self._header_buf = bytearray()
+        self._header: FrameHeader | None = None
+        self._frame_start = offset
+        self._remaining = 0
+        self._control: bytearray | None = None
+
+    @property
+    def in_frame(self) -> bool:
+        """True between the first byte of a frame and its last."""
+        return self._header is not None or bool(self._header_buf)
+
+    @property
+    def frame_start(self) -> int:
+        """Offset where the current (incomplete) frame began; ``position`` when between frames."""
+        return self._frame_start if self.in_frame else self.position
+
+    def feed(self, data: bytes | memoryview) -> list[FrameInfo]:
+        frames: list[FrameInfo] = []
+        view = memoryview(data)
+        i, n = 0, len(view)
+        while i < n:
+            if self._header is None:
+                if not self._header_buf:
+                    self._frame_start = self.position + i
+                need = MAX_HEADER - len(self._header_buf)
+                take = view[i : i + need]
+                candidate = self._header_buf + take
+                header = parse_frame_header(candidate)
+                if header is None:
+                    self._header_buf += take
+                    i += len(take)
+                    continue
+                used = header.header_length - len(self._header_buf)
+                i += used
+                self._header_buf.clear()
+                self._header = header
+                self._remaining = header.payload_length
+                self._control = bytearray() if header.is_control else None
+            take_n = min(self._remaining, n - i)
+            if self._control is not None and take_n and len(self._control) < 125:
+                self._control += view[i : i + min(take_n, 125 - len(self._control))]
+            i += take_n
+            self._remaining -= take_n
+            if self._remaining == 0:
+                header = self._header
+                payload = None
+                if self._control is not None:
+                    raw = bytes(self._control)
+                    payload = unmask(raw, header.mask) if header.mask else raw
+                frames.append(
+                    FrameInfo(header, self._frame_start, self.position + i, payload)
+                )
+                self._header = None
+                self._control = None
+        self.position += n
+        return frames
