@@ -326,7 +326,7 @@ class OtherClient:
         self.client_id = client_id
         self.frames: list[dict[str, Any]] = []
         self._seen = 0
-        self._conn: ClientConnection = connect(url, open_timeout=TIMEOUT_S)
+        self._conn: ClientConnection = connect(url, open_timeout=TIMEOUT_S).__enter__()
         self._wait(lambda m: m["type"] == "connection_established", "connection_established")
         self._request("connect", {"api_key": VALID_KEY, "metadata": {"type": "test"}}, "auth_success")
 

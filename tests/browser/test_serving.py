@@ -6,8 +6,8 @@ import json
 import re
 
 import httpx
-from starlette.testclient import TestClient
 
+from reference_server.runner import NovaUvicornServer, ServerThread, bind_socket, uvicorn_config
 from reference_server.settings import Settings
 from reference_server.web import STATIC_DIR, frontend_app
 from tests.browser.conftest import TIMEOUT_S
@@ -45,11 +45,19 @@ def test_the_main_server_serves_the_page_its_modules_and_config(live_server: Liv
 
 def test_the_frontend_app_serves_only_the_page_configured_for_the_api_port(tmp_path) -> None:  # type: ignore[no-untyped-def]
     app = frontend_app(Settings(db=tmp_path / "x.db", test_mode=False), api_port=8123)
-    with TestClient(app) as http:
-        assert http.get("/").status_code == 200
-        values = _config(http.get("/config.js").text)
-        assert http.get("/health").status_code == 404
-        assert http.get("/static/app.js").status_code == 200
+    thread = ServerThread(
+        NovaUvicornServer(uvicorn_config(app, max_message_bytes=1024, log_level="warning")),
+        bind_socket("127.0.0.1", 0),
+    )
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{thread.port}", timeout=10) as http:
+            assert http.get("/").status_code == 200
+            values = _config(http.get("/config.js").text)
+            assert http.get("/health").status_code == 404
+            assert http.get("/static/app.js").status_code == 200
+    finally:
+        thread.stop()
     assert values["apiPort"] == 8123
     assert values["testMode"] is False
 
