@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness import WebSocketTestHelper
+from harness import FaultControl, ServerUnderTest, WebSocketTestHelper
 
 
 def unique_channel(prefix: str = "e2e") -> str:
@@ -26,26 +26,42 @@ def channel() -> str:
 
 
 @pytest.fixture
+def faults(ws_server: ServerUnderTest) -> FaultControl:
+    """The server's fault control (``/__harness``); keyed by client id, lifted after each test."""
+    if ws_server.faults is None:
+        pytest.fail(
+            "the e2e suite needs a server with the /__harness fault control API: the reference "
+            "server (default), or an app in test mode given with --ws-base-url and --ws-harness-token"
+        )
+    return ws_server.faults
+
+
+@pytest.fixture
 def rest(ws_helper: WebSocketTestHelper) -> Any:
     """Playwright's API request context of the page, with the test API key in ``X-API-Key``.
 
     Going through Playwright (not a second HTTP client) keeps the page's routed
     frames flowing while the test waits for a REST answer.
     """
-    request = ws_helper.page.context.request
+    return _Rest(ws_helper)
 
-    class Rest:
-        base = ws_helper.server.http_url
-        headers = {"X-API-Key": ws_helper.config.api_key}
 
-        def get(self, path: str, **params: Any) -> Any:
-            response = request.get(self.base + path, headers=self.headers, params=params or None)
-            assert response.ok, f"GET {path}: {response.status} {response.text()}"
-            return response.json()
+class _Rest:
+    """JSON over the server's REST API through the page's browser context."""
 
-        def post(self, path: str, body: dict[str, Any]) -> Any:
-            response = request.post(self.base + path, headers=self.headers, data=body)
-            assert response.ok, f"POST {path}: {response.status} {response.text()}"
-            return response.json()
+    def __init__(self, ws_helper: WebSocketTestHelper) -> None:
+        self._request = ws_helper.page.context.request
+        self._base = ws_helper.server.http_url
+        self._headers = {"X-API-Key": ws_helper.config.api_key}
 
-    return Rest()
+    def get(self, path: str, **params: Any) -> Any:
+        response = self._request.get(
+            self._base + path, headers=self._headers, params=params or None
+        )
+        assert response.ok, f"GET {path}: {response.status} {response.text()}"
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self._request.post(self._base + path, headers=self._headers, data=body)
+        assert response.ok, f"POST {path}: {response.status} {response.text()}"
+        return response.json()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import expect
 
-from harness import NovaClient, WebSocketTestHelper
+from harness import FaultControl, NovaClient, WebSocketTestHelper
 
 #: Five minutes of virtual time: far beyond the longest backoff delay (30 s).
 LONG_MS = 5 * 60 * 1000
@@ -45,8 +45,12 @@ def test_authentication_succeeds_with_a_valid_key(ws_helper: WebSocketTestHelper
     assert reply["data"]["metadata"]["permissions"] == ["read", "write"]
     ws_helper.wait_for_connection_status("connected")
     ws_helper.wait_for_reconnect_info(0)
-    expect(ws_helper.page.get_by_test_id("auth-permissions")).to_have_text("Permissions: read, write")
-    expect(ws_helper.page.get_by_test_id(ws_helper.config.test_ids.client_metadata)).to_contain_text("read, write")
+    expect(ws_helper.page.get_by_test_id("auth-permissions")).to_have_text(
+        "Permissions: read, write"
+    )
+    expect(
+        ws_helper.page.get_by_test_id(ws_helper.config.test_ids.client_metadata)
+    ).to_contain_text("read, write")
     # One connection, one connect: the key never travels in the URL.
     assert len(ws_helper.connections) == 1
     assert "valid-test-key" not in ws_helper.connections[0]
@@ -58,10 +62,14 @@ def test_wrong_key_fails_with_4001_and_does_not_reconnect(ws_helper: WebSocketTe
 
     ws_helper.wait_for_auth_status("Authentication failed")
     error = ws_helper.expect_frame("error", match={"code": "auth_failed"})
-    assert ws_helper.expect_frame("connect", direction="sent")["id"] == error["data"]["operation_id"]
+    assert (
+        ws_helper.expect_frame("connect", direction="sent")["id"] == error["data"]["operation_id"]
+    )
     ws_helper.wait_for_connection_status("error")
     ws_helper.wait_for_error_details("authentication failed")
-    codes = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.error_details).get_by_test_id("error-code")
+    codes = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.error_details).get_by_test_id(
+        "error-code"
+    )
     expect(codes.filter(has_text="4001")).to_have_count(1)
     ws_helper.wait_for_reconnect_info(0)
     assert_no_reconnect(ws_helper, sockets=1)
@@ -72,7 +80,9 @@ def test_wrong_key_fails_with_4001_and_does_not_reconnect(ws_helper: WebSocketTe
     assert len(ws_helper.connections) == 2
 
 
-def test_auth_timeout_closes_4002_and_the_page_stops(ws_helper: WebSocketTestHelper) -> None:
+def test_auth_timeout_closes_4002_and_the_page_stops(
+    ws_helper: WebSocketTestHelper, faults: FaultControl
+) -> None:
     """The page sits unauthenticated until the server gives up: 4002, no reconnection.
 
     Depth: server. The shared server's authentication timer runs in real time
@@ -85,11 +95,13 @@ def test_auth_timeout_closes_4002_and_the_page_stops(ws_helper: WebSocketTestHel
     assert established["data"]["auth_timeout_ms"] > 0
     ws_helper.wait_for_auth_status("Not authenticated")
 
-    ws_helper.server.faults.close_socket(ws_helper.client_id, code=4002, reason="authentication timeout")
+    faults.close_socket(ws_helper.client_id, code=4002, reason="authentication timeout")
 
     ws_helper.wait_for_connection_status("error")
     ws_helper.wait_for_error_details("authentication timeout")
-    codes = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.error_details).get_by_test_id("error-code")
+    codes = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.error_details).get_by_test_id(
+        "error-code"
+    )
     expect(codes.filter(has_text="4002")).to_have_count(1)
     ws_helper.wait_for_auth_status("Not authenticated")
     assert_no_reconnect(ws_helper, sockets=1)
@@ -100,7 +112,9 @@ def test_auth_timeout_closes_4002_and_the_page_stops(ws_helper: WebSocketTestHel
     assert len(ws_helper.connections) == 2
 
 
-def test_the_server_enforces_its_advertised_auth_timeout(ws_client: Callable[..., NovaClient]) -> None:
+def test_the_server_enforces_its_advertised_auth_timeout(
+    ws_client: Callable[..., NovaClient],
+) -> None:
     """No ``connect`` within ``auth_timeout_ms``: the server closes with 4002.
 
     Depth: none; protocol level (a ``ws_client`` that never authenticates),
@@ -118,4 +132,6 @@ def test_the_server_enforces_its_advertised_auth_timeout(ws_client: Callable[...
     elapsed = time.monotonic() - start
     assert code == 4002
     assert client.close_reason == "authentication timeout"
-    assert elapsed >= timeout_s - 0.5, f"closed after {elapsed:.1f} s, before the advertised {timeout_s} s"
+    assert elapsed >= timeout_s - 0.5, (
+        f"closed after {elapsed:.1f} s, before the advertised {timeout_s} s"
+    )

@@ -18,7 +18,7 @@ BASE_MS, CAP_MS = 1000, 30_000
 
 def ceiling(attempt: int) -> int:
     """The seed's formula: the delay before attempt ``attempt + 1``, before jitter."""
-    return min(BASE_MS * 2**attempt, CAP_MS)
+    return min(BASE_MS * (1 << attempt), CAP_MS)
 
 
 def mulberry32(seed: int) -> Iterator[float]:

@@ -12,25 +12,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from playwright.sync_api import Locator, expect
+from playwright.sync_api import expect
 
+from e2e.ui import authenticated, by, channel_row
 from harness import Frame, NovaClient, WebSocketTestHelper
 
 WsClient = Callable[..., NovaClient]
-
-
-def authenticated(ws_helper: WebSocketTestHelper) -> None:
-    ws_helper.authenticate()
-    ws_helper.wait_for_auth_status("Authenticated")
-
-
-def channel_row(ws_helper: WebSocketTestHelper, channel: str) -> Locator:
-    channel_list = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.channel_list)
-    return channel_list.locator(f'[data-testid="channel-item"][data-channel="{channel}"]')
-
-
-def by(ws_helper: WebSocketTestHelper, test_id: str) -> Locator:
-    return ws_helper.page.get_by_test_id(test_id)
 
 
 def test_invalid_channel_names_are_refused_by_the_page(ws_helper: WebSocketTestHelper) -> None:
@@ -69,7 +56,9 @@ def test_a_server_validation_error_is_shown_on_the_subscription(
     ws_helper.subscribe(channel)
 
     sent = ws_helper.expect_frame("subscribe", direction="sent", match={"channel": channel})
-    error = ws_helper.expect_frame("error", match={"code": "validation_error", "operation_id": sent["id"]})
+    error = ws_helper.expect_frame(
+        "error", match={"code": "validation_error", "operation_id": sent["id"]}
+    )
     assert error["data"]["details"]["channel"] == "Not Valid!"
     ws_helper.wait_for_error_details("validation_error: invalid channel name")
     expect(channel_row(ws_helper, channel)).to_have_attribute("data-state", "failed")
@@ -85,13 +74,22 @@ def test_forbidden_channels_are_shown_as_such(ws_helper: WebSocketTestHelper) ->
     admin_channel = f"admin:{uuid.uuid4().hex[:12]}"
 
     ws_helper.subscribe(admin_channel)
-    ws_helper.expect_frame("error", match={"code": "forbidden", "details": {"channel": admin_channel}})
-    ws_helper.wait_for_error_details(f"forbidden: subscribe on '{admin_channel}' requires the 'admin' permission")
+    ws_helper.expect_frame(
+        "error", match={"code": "forbidden", "details": {"channel": admin_channel}}
+    )
+    ws_helper.wait_for_error_details(
+        f"forbidden: subscribe on '{admin_channel}' requires the 'admin' permission"
+    )
     expect(channel_row(ws_helper, admin_channel)).to_have_attribute("data-state", "failed")
 
     ws_helper.publish("announcements", "hello everyone")
-    ws_helper.expect_frame("error", match={"code": "forbidden", "details": {"channel": "announcements", "action": "publish"}})
-    item = by(ws_helper, ws_helper.config.test_ids.message_log).locator('[data-channel="announcements"]')
+    ws_helper.expect_frame(
+        "error",
+        match={"code": "forbidden", "details": {"channel": "announcements", "action": "publish"}},
+    )
+    item = by(ws_helper, ws_helper.config.test_ids.message_log).locator(
+        '[data-channel="announcements"]'
+    )
     expect(item).to_have_attribute("data-state", "failed")
     expect(item.get_by_test_id("message-error")).to_contain_text("requires the 'admin' permission")
 
@@ -126,19 +124,30 @@ def test_chat_threads_created_over_rest_appear_and_follow_live(
     other.publish(thread["channel"], "published over the socket")
     messages = by(ws_helper, "thread-messages").get_by_test_id("thread-message")
     expect(messages).to_have_count(2)
-    expect(messages.get_by_test_id("message-content")).to_have_text(["posted over REST", "published over the socket"])
+    expect(messages.get_by_test_id("message-content")).to_have_text(
+        ["posted over REST", "published over the socket"]
+    )
 
     by(ws_helper, "thread-message-input").fill("a reply from the page")
     by(ws_helper, "thread-post-button").click()
     ws_helper.expect_frame("delivery_confirmation")
-    assert other.expect("channel_message", match={"content": "a reply from the page"})["data"]["sender"] == ws_helper.client_id
+    assert (
+        other.expect("channel_message", match={"content": "a reply from the page"})["data"][
+            "sender"
+        ]
+        == ws_helper.client_id
+    )
     stored = rest.get(f"/api/chat/threads/{thread['id']}")
     assert [m["content"] for m in stored["messages"]] == [
-        "posted over REST", "published over the socket", "a reply from the page",
+        "posted over REST",
+        "published over the socket",
+        "a reply from the page",
     ]
 
 
-def test_a_thread_created_in_the_page_is_visible_over_rest(ws_helper: WebSocketTestHelper, rest: Any) -> None:
+def test_a_thread_created_in_the_page_is_visible_over_rest(
+    ws_helper: WebSocketTestHelper, rest: Any
+) -> None:
     """The page's Create button makes a real thread, and opens it. Depth: none."""
     authenticated(ws_helper)
     title = f"from the page {uuid.uuid4().hex[:8]}"
@@ -151,7 +160,9 @@ def test_a_thread_created_in_the_page_is_visible_over_rest(ws_helper: WebSocketT
     ws_helper.expect_frame("subscribed", match={"channel": created["channel"]})
 
 
-def test_client_errors_reach_the_server(ws_helper: WebSocketTestHelper, rest: Any, channel: str) -> None:
+def test_client_errors_reach_the_server(
+    ws_helper: WebSocketTestHelper, rest: Any, channel: str
+) -> None:
     """An uncaught page error is reported with ``client_error``, also when it happens offline.
 
     Depth: server (a clean close with handshakes held for the offline part).
@@ -161,14 +172,18 @@ def test_client_errors_reach_the_server(ws_helper: WebSocketTestHelper, rest: An
 
     ws_helper.page.add_script_tag(content=f"throw new Error('e2e online {marker}')")
     report = ws_helper.expect_frame(
-        "client_error", direction="sent", match=lambda m: f"e2e online {marker}" in m["data"]["message"]
+        "client_error",
+        direction="sent",
+        match=lambda m: f"e2e online {marker}" in m["data"]["message"],
     )
     ws_helper.set_connection_status("disconnected")
     ws_helper.page.add_script_tag(content=f"throw new Error('e2e offline {marker}')")
     ws_helper.set_connection_status("connected")
     ws_helper.wait_for_auth_status("Authenticated")
     queued = ws_helper.expect_frame(
-        "client_error", direction="sent", match=lambda m: f"e2e offline {marker}" in m["data"]["message"]
+        "client_error",
+        direction="sent",
+        match=lambda m: f"e2e offline {marker}" in m["data"]["message"],
     )
     # The server handles one connection's frames in order: once this subscription is
     # answered, the report sent before it is stored.

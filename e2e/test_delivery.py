@@ -11,25 +11,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import Locator, expect
+from playwright.sync_api import expect
 
-from harness import NovaClient, WebSocketTestHelper
+from e2e.ui import authenticated, channel_messages, message_items
+from harness import FaultControl, NovaClient, WebSocketTestHelper
 
 WsClient = Callable[..., NovaClient]
-
-
-def message_items(ws_helper: WebSocketTestHelper, channel: str) -> Locator:
-    log = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.message_log)
-    return log.locator(f'[data-testid="message-item"][data-channel="{channel}"]')
-
-
-def channel_messages(ws_helper: WebSocketTestHelper, channel: str) -> list[dict]:
-    return [m["data"] for m in ws_helper.journal.messages("received", "channel_message") if m["data"]["channel"] == channel]
-
-
-def authenticated(ws_helper: WebSocketTestHelper) -> None:
-    ws_helper.authenticate()
-    ws_helper.wait_for_auth_status("Authenticated")
 
 
 def test_resubscribe_after_reconnect_leaves_no_gap_and_no_duplicate(
@@ -62,19 +49,28 @@ def test_resubscribe_after_reconnect_leaves_no_gap_and_no_duplicate(
 
     items = message_items(ws_helper, channel)
     expect(items).to_have_count(30)
-    resubscribe = ws_helper.expect_frame("subscribe", direction="sent", match={"channel": channel, "since_seq": 3})
-    assert ws_helper.expect_frame("subscribed", match={"channel": channel})["id"] == resubscribe["id"]
+    resubscribe = ws_helper.expect_frame(
+        "subscribe", direction="sent", match={"channel": channel, "since_seq": 3}
+    )
+    assert (
+        ws_helper.expect_frame("subscribed", match={"channel": channel})["id"] == resubscribe["id"]
+    )
     seqs = [m["seq"] for m in channel_messages(ws_helper, channel)]
     assert seqs == list(range(1, 31)), "the server sent a gap or a duplicate"
-    assert [int(s) for s in items.evaluate_all("els => els.map(e => e.dataset.seq)")] == list(range(1, 31))
+    assert [int(s) for s in items.evaluate_all("els => els.map(e => e.dataset.seq)")] == list(
+        range(1, 31)
+    )
     contents = items.get_by_test_id("message-content").all_inner_texts()
-    assert contents[:8] == [*(f"before {i}" for i in range(1, 4)), *(f"during {i}" for i in range(1, 6))]
+    assert contents[:8] == [
+        *(f"before {i}" for i in range(1, 4)),
+        *(f"during {i}" for i in range(1, 6)),
+    ]
     assert [c for c in contents if c.startswith("live")] == [f"live {i}" for i in range(1, 21)]
     assert contents[-2:] == ["after 1", "after 2"]
 
 
 def test_offline_queue_is_flushed_once_after_reconnect(
-    ws_helper: WebSocketTestHelper, ws_client: WsClient, channel: str
+    ws_helper: WebSocketTestHelper, ws_client: WsClient, faults: FaultControl, channel: str
 ) -> None:
     """Messages typed while offline wait in the queue; one in flight at the drop is resent, not duplicated.
 
@@ -87,7 +83,7 @@ def test_offline_queue_is_flushed_once_after_reconnect(
     spy.subscribe(channel)
 
     # In flight when the connection drops: sent, stored and fanned out, unconfirmed.
-    ws_helper.server.faults.drop(ws_helper.client_id, types=["delivery_confirmation"], count=1)
+    faults.drop(ws_helper.client_id, types=["delivery_confirmation"], count=1)
     ws_helper.publish(channel, "in flight")
     in_flight = ws_helper.expect_frame("publish", direction="sent", match={"content": "in flight"})
     spy.expect("channel_message", match={"content": "in flight"})
@@ -97,7 +93,9 @@ def test_offline_queue_is_flushed_once_after_reconnect(
         ws_helper.publish(channel, text)
     items = message_items(ws_helper, channel)
     expect(items.and_(ws_helper.page.locator('[data-queued="true"]'))).to_have_count(4)
-    expect(ws_helper.page.get_by_test_id("offline-queue")).to_have_text("4 messages queued until reconnected")
+    expect(ws_helper.page.get_by_test_id("offline-queue")).to_have_text(
+        "4 messages queued until reconnected"
+    )
     assert len(ws_helper.journal.find("publish", direction="sent")) == 1
 
     ws_helper.set_connection_status("connected")
@@ -105,9 +103,17 @@ def test_offline_queue_is_flushed_once_after_reconnect(
 
     expect(items.and_(ws_helper.page.locator('[data-state="delivered"]'))).to_have_count(4)
     expect(ws_helper.page.get_by_test_id("offline-queue")).to_be_hidden()
-    resent = ws_helper.journal.find("publish", direction="sent")
-    assert [f.message["data"]["content"] for f in resent] == ["in flight", "in flight", "offline 1", "offline 2", "offline 3"]
-    assert resent[1].message["id"] == in_flight["id"], "the in-flight publish must be resent with its id"
+    resent = ws_helper.journal.messages("sent", "publish")
+    assert [m["data"]["content"] for m in resent] == [
+        "in flight",
+        "in flight",
+        "offline 1",
+        "offline 2",
+        "offline 3",
+    ]
+    assert resent[1]["id"] == in_flight["id"], (
+        "the in-flight publish must be resent with its id"
+    )
     for text in ("offline 1", "offline 2", "offline 3"):
         spy.expect("channel_message", match={"content": text})
     spy.expect_nothing("channel_message", within=0.3)
@@ -117,7 +123,7 @@ def test_offline_queue_is_flushed_once_after_reconnect(
     ("operation", "reply"), [("subscribe", "subscribed"), ("publish", "delivery_confirmation")]
 )
 def test_operation_timeout_is_shown_and_reported(
-    ws_helper: WebSocketTestHelper, channel: str, operation: str, reply: str
+    ws_helper: WebSocketTestHelper, faults: FaultControl, channel: str, operation: str, reply: str
 ) -> None:
     """The server's reply never comes: after exactly 5000 ms the operation fails, visibly.
 
@@ -125,7 +131,7 @@ def test_operation_timeout_is_shown_and_reported(
     outbound frames; the request itself reaches the server).
     """
     authenticated(ws_helper)
-    ws_helper.server.faults.drop(ws_helper.client_id, types=[reply])
+    faults.drop(ws_helper.client_id, types=[reply])
 
     if operation == "subscribe":
         ws_helper.subscribe(channel)
@@ -142,7 +148,9 @@ def test_operation_timeout_is_shown_and_reported(
     text = f"Operation {operation} timed out after {timeout_ms} ms"
     ws_helper.wait_for_error_details(text)
     if operation == "subscribe":
-        row = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.channel_list).locator(f'[data-channel="{channel}"]')
+        row = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.channel_list).locator(
+            f'[data-channel="{channel}"]'
+        )
         expect(row).to_have_attribute("data-state", "failed")
     else:
         item = message_items(ws_helper, channel)
@@ -154,7 +162,9 @@ def test_operation_timeout_is_shown_and_reported(
 
 
 @pytest.mark.parametrize("fault", ["drop-pong", "delay-everything"])
-def test_half_open_connection_is_detected_by_the_heartbeat(ws_helper: WebSocketTestHelper, fault: str) -> None:
+def test_half_open_connection_is_detected_by_the_heartbeat(
+    ws_helper: WebSocketTestHelper, faults: FaultControl, fault: str
+) -> None:
     """The server stops answering; 10 s after a ping the page declares the link dead and reconnects.
 
     Depth: server (its ``pong`` replies are dropped, or every outbound frame
@@ -175,9 +185,9 @@ def test_half_open_connection_is_detected_by_the_heartbeat(ws_helper: WebSocketT
     ws_helper.wait_for_connection_status("connected")
 
     if fault == "drop-pong":
-        ws_helper.server.faults.drop(ws_helper.client_id, types=["pong"])
+        faults.drop(ws_helper.client_id, types=["pong"])
     else:
-        ws_helper.server.faults.delay(ws_helper.client_id, ms=600_000)
+        faults.delay(ws_helper.client_id, ms=600_000)
     ws_helper.advance_clock(interval - dead_after)
     ws_helper.expect_frame("ping", direction="sent")
     ws_helper.advance_clock(dead_after - 1)

@@ -13,28 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, expect
+from playwright.sync_api import BrowserContext, expect
 
-from harness import NovaClient, ServerUnderTest, WebSocketTestHelper, WsConfig
+from e2e.ui import authenticated, error_codes, message_items
+from harness import FaultControl, NovaClient, ServerUnderTest, WebSocketTestHelper, WsConfig
 
 WsClient = Callable[..., NovaClient]
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def message_items(ws_helper: WebSocketTestHelper, channel: str) -> Locator:
-    log = ws_helper.page.get_by_test_id(ws_helper.config.test_ids.message_log)
-    return log.locator(f'[data-testid="message-item"][data-channel="{channel}"]')
-
-
-def error_codes(ws_helper: WebSocketTestHelper) -> Locator:
-    return ws_helper.page.get_by_test_id(ws_helper.config.test_ids.error_details).get_by_test_id("error-code")
-
-
-def authenticated(ws_helper: WebSocketTestHelper) -> None:
-    ws_helper.authenticate()
-    ws_helper.wait_for_auth_status("Authenticated")
 
 
 def payload(size: int, seed: str) -> str:
@@ -56,19 +43,28 @@ def test_512_kib_messages_are_delivered_both_ways(
     from_page = payload(512 * KIB, "page")
     ws_helper.publish(channel, from_page)
     confirmation = ws_helper.expect_frame("delivery_confirmation", timeout=15)
-    assert other.expect("channel_message", match={"channel": channel}, timeout=15)["data"]["content"] == from_page
+    assert (
+        other.expect("channel_message", match={"channel": channel}, timeout=15)["data"]["content"]
+        == from_page
+    )
 
     from_other = payload(512 * KIB, "other")
     other.publish(channel, from_other)
-    echo = ws_helper.expect_frame("channel_message", match={"message_id": confirmation["data"]["message_id"]})
+    echo = ws_helper.expect_frame(
+        "channel_message", match={"message_id": confirmation["data"]["message_id"]}
+    )
     assert echo["data"]["content"] == from_page
-    received = ws_helper.expect_frame("channel_message", match={"sender": other.client_id}, timeout=15)
+    received = ws_helper.expect_frame(
+        "channel_message", match={"sender": other.client_id}, timeout=15
+    )
     assert received["data"]["content"] == from_other
 
     items = message_items(ws_helper, channel)
     expect(items).to_have_count(2)
     expect(items.first).to_have_attribute("data-state", "delivered")
-    lengths = items.get_by_test_id("message-content").evaluate_all("els => els.map(e => e.textContent.length)")
+    lengths = items.get_by_test_id("message-content").evaluate_all(
+        "els => els.map(e => e.textContent.length)"
+    )
     assert lengths == [512 * KIB, 512 * KIB]
 
 
@@ -86,7 +82,9 @@ def test_a_frame_over_the_limit_closes_1009_and_the_page_reconnects(
 
     ws_helper.wait_for_connection_status("disconnected")
     expect(error_codes(ws_helper).filter(has_text="1009")).not_to_have_count(0)
-    expect(ws_helper.page.get_by_test_id("connection-detail")).to_contain_text("Closed with code 1009")
+    expect(ws_helper.page.get_by_test_id("connection-detail")).to_contain_text(
+        "Closed with code 1009"
+    )
     ws_helper.wait_for_error_details("exceeds limit of 1048576 bytes")
     ws_helper.wait_for_reconnect_info(1)
 
@@ -116,7 +114,9 @@ def test_a_message_over_the_limit_fails_instead_of_being_resent(
     ws_helper.expect_frame("auth_success")
     ws_helper.expect_frame("auth_success")
 
-    expect(message_items(ws_helper, channel)).to_have_attribute("data-state", "failed", timeout=1000)
+    expect(message_items(ws_helper, channel)).to_have_attribute(
+        "data-state", "failed", timeout=1000
+    )
     ws_helper.advance_clock(20_000)
     assert len(ws_helper.journal.find("publish", direction="sent")) == 1
     ws_helper.wait_for_connection_status("connected")
@@ -137,7 +137,9 @@ def test_one_page_and_twenty_clients_each_get_every_message_once(
         client.subscribe(channel)
 
     def publish_three(index: int) -> list[str]:
-        return [clients[index].publish(channel, f"client {index} #{k}")["message_id"] for k in range(3)]
+        return [
+            clients[index].publish(channel, f"client {index} #{k}")["message_id"] for k in range(3)
+        ]
 
     with ThreadPoolExecutor(len(clients)) as pool:
         published = pool.map(publish_three, range(len(clients)))
@@ -148,10 +150,18 @@ def test_one_page_and_twenty_clients_each_get_every_message_once(
     expected_total = 3 * len(clients) + 3
     items = message_items(ws_helper, channel)
     expect(items).to_have_count(expected_total, timeout=15_000)
-    expect(items.and_(ws_helper.page.locator('[data-state="delivered"], [data-state="received"]'))).to_have_count(expected_total)
+    expect(
+        items.and_(ws_helper.page.locator('[data-state="delivered"], [data-state="received"]'))
+    ).to_have_count(expected_total)
 
-    page_seen = [m["data"] for m in ws_helper.journal.messages("received", "channel_message") if m["data"]["channel"] == channel]
-    assert sorted(m["seq"] for m in page_seen) == list(range(1, expected_total + 1)), "gap or duplicate to the page"
+    page_seen = [
+        m["data"]
+        for m in ws_helper.journal.messages("received", "channel_message")
+        if m["data"]["channel"] == channel
+    ]
+    assert sorted(m["seq"] for m in page_seen) == list(range(1, expected_total + 1)), (
+        "gap or duplicate to the page"
+    )
     everyone = {mid for ids in ids_by_client for mid in ids} | {m["message_id"] for m in page_seen}
     assert len(everyone) == expected_total
     for client in clients:
@@ -160,7 +170,9 @@ def test_one_page_and_twenty_clients_each_get_every_message_once(
     clients[0].expect_nothing("channel_message", within=0.3)
     for client in clients:
         seen = [m["data"] for m in client.messages if m.get("type") == "channel_message"]
-        assert sorted(m["seq"] for m in seen) == list(range(1, expected_total + 1)), client.client_id
+        assert sorted(m["seq"] for m in seen) == list(range(1, expected_total + 1)), (
+            client.client_id
+        )
         assert {m["message_id"] for m in seen} == everyone
 
 
@@ -171,6 +183,7 @@ def test_a_second_connection_with_the_same_client_id_replaces_the_first(
     context: BrowserContext,
     ws_server: ServerUnderTest,
     ws_config: WsConfig,
+    faults: FaultControl,
     newer: str,
 ) -> None:
     """The older connection is closed with 4003 and does not reconnect; the newer one stays.
@@ -184,7 +197,11 @@ def test_a_second_connection_with_the_same_client_id_replaces_the_first(
     if newer == "browser-tab":
         # Same browser context, so the same (paused) virtual clock.
         second = WebSocketTestHelper(
-            context.new_page(), ws_server, ws_config, client_id=ws_helper.client_id, virtual_time=False
+            context.new_page(),
+            ws_server,
+            ws_config,
+            client_id=ws_helper.client_id,
+            virtual_time=False,
         ).initialize()
         second.authenticate()
         second.wait_for_auth_status("Authenticated")
@@ -212,5 +229,5 @@ def test_a_second_connection_with_the_same_client_id_replaces_the_first(
     else:
         assert not second.closed
         assert second.ping()["type"] == "pong"
-    info = ws_server.faults.client_info(ws_helper.client_id)
+    info = faults.client_info(ws_helper.client_id)
     assert info["connected"] and info["authenticated"]

@@ -20,7 +20,9 @@ from harness import WebSocketTestHelper
         pytest.param("synthetic", marks=pytest.mark.ws_mode("synthetic")),
     ],
 )
-def test_should_handle_connection_errors_with_backoff(ws_helper: WebSocketTestHelper, mode: str) -> None:
+def test_should_handle_connection_errors_with_backoff(
+    ws_helper: WebSocketTestHelper, mode: str
+) -> None:
     """should handle connection errors with backoff."""
     ws_helper.set_connection_status("error")
     ws_helper.simulate_error("Network error")

@@ -38,7 +38,7 @@ from .journal import Frame, FrameJournal
 from .matching import Match
 from .server import ServerUnderTest
 
-__all__ = ["WebSocketTestHelper", "ConnectionStatus", "new_client_id"]
+__all__ = ["ConnectionStatus", "WebSocketTestHelper", "new_client_id"]
 
 ConnectionStatus = Literal["disconnected", "connecting", "connected", "error"]
 _STATUSES: tuple[str, ...] = ("disconnected", "connecting", "connected", "error")
@@ -178,7 +178,11 @@ class WebSocketTestHelper:
         if not self.page_query:
             return url
         parts = urlsplit(url)
-        params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in self.page_query]
+        params = [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k not in self.page_query
+        ]
         params += [(k, str(v)) for k, v in self.page_query.items()]
         return urlunsplit(parts._replace(query=urlencode(params)))
 
@@ -255,12 +259,20 @@ class WebSocketTestHelper:
             "timestamp": _now_iso(),
             "client_id": self._client_id,
         }
-        if self.mode == "real" and self._server.faults is not None and self._status() == "connected":
+        if (
+            self.mode == "real"
+            and self._server.faults is not None
+            and self._status() == "connected"
+        ):
             before = len(self.journal.frames)
             self._server.faults.push(self._client_id, frame)
             self.journal.wait_for(
-                lambda f: f.index >= before and f.direction == "received" and f.type == "error"
-                and (f.message or {}).get("data", {}).get("message") == message,
+                lambda f: (
+                    f.index >= before
+                    and f.direction == "received"
+                    and f.type == "error"
+                    and (f.message or {}).get("data", {}).get("message") == message
+                ),
                 f"the pushed error frame {message!r} to reach the page",
             )
         else:
@@ -392,7 +404,9 @@ class WebSocketTestHelper:
 
     def wait_for_connection_status(self, status: str, timeout: float | None = None) -> None:
         """Wait until the connection status shows the word ``status`` (``connected`` is not ``disconnected``)."""
-        self._expect_text(self.config.test_ids.connection_status, _word(status), timeout, shown_as=status)
+        self._expect_text(
+            self.config.test_ids.connection_status, _word(status), timeout, shown_as=status
+        )
 
     # ------------------------------------------------------------ time
 
@@ -452,7 +466,11 @@ class WebSocketTestHelper:
     # ------------------------------------------------------------ frames
 
     def expect_frame(
-        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        self,
+        type: str | None = None,
+        *,
+        direction: str = "received",
+        match: Match | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Wait for a frame (history included) of ``type`` matching ``match``; return its message.
@@ -465,7 +483,11 @@ class WebSocketTestHelper:
         return frame.message
 
     def expect_no_frame(
-        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        self,
+        type: str | None = None,
+        *,
+        direction: str = "received",
+        match: Match | None = None,
         within: float = 0.5,
     ) -> None:
         """Assert no not-yet-expected frame of ``type`` matching ``match`` shows up within ``within`` s."""
@@ -479,7 +501,8 @@ class WebSocketTestHelper:
 
     def _dispatch(self, name: str, detail: dict[str, Any]) -> None:
         self._page.evaluate(
-            "([name, detail]) => window.dispatchEvent(new CustomEvent(name, {detail}))", [name, detail]
+            "([name, detail]) => window.dispatchEvent(new CustomEvent(name, {detail}))",
+            [name, detail],
         )
 
     # ------------------------------------------------------------ internals
@@ -496,7 +519,9 @@ class WebSocketTestHelper:
         if self._status() != "connecting":
             return
         faults.release_handshakes(self._client_id)
-        self._wait_status_js("s.status !== 'connecting'", "the released handshake to complete or fail")
+        self._wait_status_js(
+            "s.status !== 'connecting'", "the released handshake to complete or fail"
+        )
 
     def _close_live(self, faults: Any, code: int, reason: str) -> None:
         from .control import FaultControlError
@@ -540,7 +565,12 @@ class WebSocketTestHelper:
         return 1000 * self._timeout_s(timeout)
 
     def _expect_text(
-        self, test_id: str, text: str | re.Pattern[str], timeout: float | None, *, shown_as: str | None = None
+        self,
+        test_id: str,
+        text: str | re.Pattern[str],
+        timeout: float | None,
+        *,
+        shown_as: str | None = None,
     ) -> None:
         locator = self._page.get_by_test_id(test_id)
         try:
@@ -556,9 +586,13 @@ class WebSocketTestHelper:
             ) from exc
 
     def _wait_status_js(self, predicate: str, what: str, timeout: float | None = None) -> None:
-        self._wait_js(f"() => {{ const s = {_STATE}; return Boolean({predicate}); }}", what, timeout)
+        self._wait_js(
+            f"() => {{ const s = {_STATE}; return Boolean({predicate}); }}", what, timeout
+        )
 
-    def _wait_js(self, predicate: str, what: str, timeout: float | None = None, hint: str = "") -> None:
+    def _wait_js(
+        self, predicate: str, what: str, timeout: float | None = None, hint: str = ""
+    ) -> None:
         try:
             self._page.wait_for_function(predicate, timeout=self._timeout_ms(timeout), polling=50)
         except Exception as exc:  # playwright TimeoutError
@@ -568,7 +602,9 @@ class WebSocketTestHelper:
                 f"Last frames:\n{self.journal.describe(limit=10)}"
             ) from exc
 
-    def _wait_until(self, condition: Callable[[], bool], what: str, timeout: float | None = None, hint: str = "") -> None:
+    def _wait_until(
+        self, condition: Callable[[], bool], what: str, timeout: float | None = None, hint: str = ""
+    ) -> None:
         """Poll ``condition`` (e.g. an HTTP call) until true, pumping Playwright in between."""
         deadline = time.monotonic() + self._timeout_s(timeout)
         while not condition():
@@ -581,7 +617,14 @@ class WebSocketTestHelper:
 
     def _brief_state(self) -> dict[str, Any]:
         state = self.state()
-        keys = ("status", "statusDetail", "authStatus", "reconnectAttempts", "nextReconnectDelay", "lastError")
+        keys = (
+            "status",
+            "statusDetail",
+            "authStatus",
+            "reconnectAttempts",
+            "nextReconnectDelay",
+            "lastError",
+        )
         return {k: state.get(k) for k in keys}
 
     def _pump(self, seconds: float) -> None:

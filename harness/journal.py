@@ -35,8 +35,8 @@ __all__ = [
     "Frame",
     "FrameJournal",
     "Interceptor",
-    "normalize_direction",
     "ProtocolViolation",
+    "normalize_direction",
     "validate_directed",
 ]
 
@@ -163,10 +163,17 @@ class FrameJournal:
         server = route.connect_to_server()
         self._routes.append((route, server))
         route.on_message(lambda raw: self._forward(connection, route.url, "sent", raw, server.send))
-        server.on_message(lambda raw: self._forward(connection, route.url, "received", raw, route.send))
+        server.on_message(
+            lambda raw: self._forward(connection, route.url, "received", raw, route.send)
+        )
 
     def _forward(
-        self, connection: int, url: str, direction: Direction, raw: str | bytes, send: Callable[[Any], None]
+        self,
+        connection: int,
+        url: str,
+        direction: Direction,
+        raw: str | bytes,
+        send: Callable[[Any], None],
     ) -> None:
         # Runs inside Playwright's dispatcher: an exception here would lose the frame
         # silently, so a failing journal or interceptor forwards it unchanged and says so.
@@ -238,23 +245,32 @@ class FrameJournal:
     def violations(self) -> list[ProtocolViolation]:
         return [ProtocolViolation(f, f.violation) for f in self.frames if f.violation]
 
-    def messages(self, direction: str | None = None, type: str | None = None) -> list[dict[str, Any]]:
+    def messages(
+        self, direction: str | None = None, type: str | None = None
+    ) -> list[dict[str, Any]]:
         wanted = normalize_direction(direction) if direction else None
         return [
             f.message
             for f in self.frames
-            if f.message is not None and (wanted is None or f.direction == wanted) and (type is None or f.type == type)
+            if f.message is not None
+            and (wanted is None or f.direction == wanted)
+            and (type is None or f.type == type)
         ]
 
     def find(
-        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        self,
+        type: str | None = None,
+        *,
+        direction: str = "received",
+        match: Match | None = None,
         unconsumed: bool = False,
     ) -> list[Frame]:
         """Frames matching, in order (all of them, or only not yet consumed by ``expect``)."""
         wanted = normalize_direction(direction)
         with self._lock:
             return [
-                f for f in self._frames
+                f
+                for f in self._frames
                 if f.direction == wanted
                 and f.message is not None
                 and not (unconsumed and f.index in self._consumed)
@@ -262,7 +278,11 @@ class FrameJournal:
             ]
 
     def expect(
-        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        self,
+        type: str | None = None,
+        *,
+        direction: str = "received",
+        match: Match | None = None,
         timeout: float | None = None,
     ) -> Frame:
         """The first not-yet-expected matching frame, from history or arriving before the deadline.
@@ -291,7 +311,9 @@ class FrameJournal:
                 )
             self._wait(min(remaining, 0.05))
 
-    def wait_for(self, predicate: Callable[[Frame], bool], what: str, timeout: float | None = None) -> Frame:
+    def wait_for(
+        self, predicate: Callable[[Frame], bool], what: str, timeout: float | None = None
+    ) -> Frame:
         """The first frame (any direction, consumed or not) satisfying ``predicate``; waits for it.
 
         Does not consume: a later :meth:`expect` still sees the frame.
@@ -311,7 +333,11 @@ class FrameJournal:
             self._wait(min(remaining, 0.05))
 
     def expect_none(
-        self, type: str | None = None, *, direction: str = "received", match: Match | None = None,
+        self,
+        type: str | None = None,
+        *,
+        direction: str = "received",
+        match: Match | None = None,
         within: float = 0.5,
     ) -> None:
         """Assert that no not-yet-expected matching frame is or gets journaled within ``within`` s."""
@@ -322,7 +348,7 @@ class FrameJournal:
             if hits:
                 raise AssertionError(
                     f"expected no {direction} frame{f' of type {type!r}' if type else ''} within {within} s, "
-                    f"got: {hits[0].raw if isinstance(hits[0].raw, str) else hits[0].raw!r}"
+                    f"got #{hits[0].index} conn{hits[0].connection}: {_shown(hits[0].raw)}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -359,8 +385,14 @@ class FrameJournal:
             return
         lines = [f"{len(bad)} frame(s) violated the protocol:"]
         for v in bad[:10]:
-            raw = v.frame.raw if isinstance(v.frame.raw, str) else f"<binary {len(v.frame.raw)} bytes>"
-            lines.append(f"  #{v.frame.index} conn{v.frame.connection} {v.frame.direction}: {raw[:300]}")
+            raw = (
+                v.frame.raw
+                if isinstance(v.frame.raw, str)
+                else f"<binary {len(v.frame.raw)} bytes>"
+            )
+            lines.append(
+                f"  #{v.frame.index} conn{v.frame.connection} {v.frame.direction}: {raw[:300]}"
+            )
             lines.append(f"      {v.error}")
         lines.append(
             "Fix the sender, or mark the test with @pytest.mark.ws_allow_invalid_frames "
@@ -380,3 +412,10 @@ class FrameJournal:
 
     def describe_messages(self, messages: Iterable[dict[str, Any]]) -> str:
         return describe_frames(list(messages))
+
+
+def _shown(raw: str | bytes, limit: int = 500) -> str:
+    """A frame for a message: text cut at ``limit`` characters, binary as its size."""
+    if isinstance(raw, bytes):
+        return f"<binary {len(raw)} bytes>"
+    return raw if len(raw) <= limit else raw[:limit] + f"... ({len(raw)} characters)"
