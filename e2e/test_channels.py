@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
 from e2e.ui import authenticated, by, channel_row
-from harness import Frame, NovaClient, WebSocketTestHelper
+from harness import FaultControl, Frame, NovaClient, WebSocketTestHelper
 
 WsClient = Callable[..., NovaClient]
 
@@ -195,3 +196,31 @@ def test_client_errors_reach_the_server(
     assert report["data"]["message"] in messages
     assert queued["data"]["message"] in messages
     assert all(e["client_id"] == ws_helper.client_id for e in stored)
+
+
+@pytest.mark.ws_allow_invalid_frames
+def test_a_malformed_server_frame_is_shown_and_reported(
+    ws_helper: WebSocketTestHelper, faults: FaultControl, rest: Any, channel: str
+) -> None:
+    """The server sends text that is not JSON: the page says so and reports it; the journal flags it.
+
+    Depth: server (a raw frame pushed on the live socket).  The frame breaks the
+    protocol on purpose, hence ``ws_allow_invalid_frames``.
+    """
+    authenticated(ws_helper)
+
+    faults.push_raw(ws_helper.client_id, "this is not JSON")
+
+    ws_helper.wait_for_error_details("Received a frame that is not JSON")
+    report = ws_helper.expect_frame(
+        "client_error", direction="sent", match=lambda m: "not JSON" in m["data"]["message"]
+    )
+    assert report["data"]["context"]["frame"] == "this is not JSON"
+    [violation] = ws_helper.journal.violations()
+    assert violation.frame.raw == "this is not JSON" and violation.frame.direction == "received"
+    ws_helper.wait_for_connection_status("connected")
+    # In-order handling on the server: once subscribed, the report is stored.
+    ws_helper.subscribe(channel)
+    ws_helper.expect_frame("subscribed", match={"channel": channel})
+    stored = rest.get("/api/client-errors", client_id=ws_helper.client_id)
+    assert any("not JSON" in e["message"] for e in stored)

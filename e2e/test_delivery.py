@@ -111,9 +111,7 @@ def test_offline_queue_is_flushed_once_after_reconnect(
         "offline 2",
         "offline 3",
     ]
-    assert resent[1]["id"] == in_flight["id"], (
-        "the in-flight publish must be resent with its id"
-    )
+    assert resent[1]["id"] == in_flight["id"], "the in-flight publish must be resent with its id"
     for text in ("offline 1", "offline 2", "offline 3"):
         spy.expect("channel_message", match={"content": text})
     spy.expect_nothing("channel_message", within=0.3)

@@ -36,3 +36,20 @@ def test_should_handle_connection_errors_with_backoff(
     ws_helper.set_connection_status("connected")
     ws_helper.authenticate("valid-test-key")
     ws_helper.wait_for_auth_status("Authenticated")
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("real", marks=pytest.mark.ws_mode("real")),
+        pytest.param("synthetic", marks=pytest.mark.ws_mode("synthetic")),
+    ],
+)
+def test_simulate_error_while_connected(ws_helper: WebSocketTestHelper, mode: str) -> None:
+    """Real: the server pushes a genuine ``error`` frame; synthetic: the window event, no frame."""
+    ws_helper.simulate_error("Disk full")
+
+    ws_helper.wait_for_error_details("internal_error: Disk full")
+    errors = ws_helper.journal.find("error", match={"message": "Disk full"})
+    assert len(errors) == (1 if mode == "real" else 0)
+    ws_helper.wait_for_connection_status("connected")

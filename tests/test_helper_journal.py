@@ -151,3 +151,12 @@ def test_page_query_is_merged_into_the_configured_page_url() -> None:
     assert helper._page_url() == "http://127.0.0.1:1/?client_id=abc&jitter=none&op_timeout=1000"
     helper.page_query["client_id"] = "other"  # a parameter given twice: the query wins
     assert helper._page_url().count("client_id=") == 1
+
+
+def test_violations_can_be_recorded_without_failing_the_check() -> None:
+    journal = FrameJournal()
+    journal.record(0, "ws://x", "received", "not json")
+    journal.check(violations=False)
+    assert len(journal.violations()) == 1
+    with pytest.raises(AssertionError, match="ws_allow_invalid_frames"):
+        journal.check()
