@@ -79,9 +79,11 @@ def test_jittered_delays_are_replayed_from_the_seed(ws_helper: WebSocketTestHelp
     fail_every_attempt(ws_helper)
 
     delays = [ws_helper.advance_to_next_reconnect() for _ in range(6)]
+    ws_helper.wait_for_state("s.nextReconnectDelay !== null", "the 7th attempt to be scheduled")
+    delays.append(ws_helper.state()["nextReconnectDelay"])
 
     draws = mulberry32(ws_helper.seed)
-    expected = [js_round(next(draws) * ceiling(n)) for n in range(6)]
+    expected = [js_round(next(draws) * ceiling(n)) for n in range(7)]
     assert delays == expected
     assert all(0 <= d <= ceiling(n) for n, d in enumerate(delays))
     assert len(set(delays)) > 1, "full jitter drew the same delay every time"

@@ -331,6 +331,7 @@ class WebSocketTestHelper:
     def _real_error(self, reason: str | None) -> None:
         faults = self._require_faults("set_connection_status('error')")
         cid = self._client_id
+        self._settle()
         faults.reject_handshakes(cid, status=503)
         self._release_held_into(faults)
         if self._status() == "connected":
@@ -343,6 +344,7 @@ class WebSocketTestHelper:
     def _real_connecting(self, reason: str | None) -> None:
         faults = self._require_faults("set_connection_status('connecting')")
         cid = self._client_id
+        self._settle()
         if self._status() == "connecting" and self._held() > 0:
             return
         faults.clear(cid)
@@ -361,6 +363,7 @@ class WebSocketTestHelper:
 
     def _real_connected(self, reason: str | None) -> None:
         faults = self._require_faults("set_connection_status('connected')")
+        self._settle()
         faults.clear(self._client_id)  # also lets a held handshake proceed
         if self._status() in ("disconnected", "error"):
             self._start_next_attempt("set_connection_status('connected')")
@@ -370,6 +373,7 @@ class WebSocketTestHelper:
     def _real_disconnected(self, reason: str | None) -> None:
         faults = self._require_faults("set_connection_status('disconnected')")
         cid = self._client_id
+        self._settle()
         # A held handshake fails (servers that judge released handshakes again reject it
         # once), or opens and is closed cleanly below.
         faults.reject_handshakes(cid, status=503, count=1)
@@ -518,6 +522,20 @@ class WebSocketTestHelper:
     def _held(self) -> int:
         info = self._require_faults("reading held handshakes").client_info(self._client_id)
         return int(info.get("held_handshakes") or 0)
+
+    def _settle(self) -> None:
+        """Let a handshake in flight finish (open, fail, or be held) before the rules change.
+
+        Right after the clock released a reconnect, the page is CONNECTING
+        while its handshake is still on its way; rules set now would race the
+        server's verdict on it.
+        """
+        if self._status() != "connecting":
+            return
+        self._wait_until(
+            lambda: self._status() != "connecting" or self._held() > 0,
+            "the page's handshake in flight to open, fail or be held by the server",
+        )
 
     def _release_held_into(self, faults: Any) -> None:
         """Let a held handshake go on into whatever the rules now say; wait for the page's verdict."""
