@@ -56,6 +56,11 @@ class Result:
     round_trips: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_s: float = 0.0
+
+    @property
+    def cpu_us_per_rt(self) -> float:
+        return self.server_cpu_s / self.round_trips * 1e6
 
     @property
     def rate(self) -> float:
@@ -127,15 +132,26 @@ async def _loop(ws: ClientConnection, cid: str, n: int, latencies: list[float], 
             raise RuntimeError(f"expected {expect}, got {reply}")
 
 
-async def _measure(name: str, port: int, clients: int, total: int, nova: bool) -> Result:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(name: str, port: int, clients: int, total: int, nova: bool, pid: int = 0) -> Result:
     per_client = max(1, total // clients)
     latencies: list[float] = []
     worker = _nova_client if nova else _echo_client
+    cpu0 = _cpu_seconds(pid)
     t0 = time.perf_counter()
     await asyncio.wait_for(
         asyncio.gather(*(worker(port, per_client, latencies) for _ in range(clients))), DEADLINE_S
     )
-    return Result(name, clients, per_client * clients, time.perf_counter() - t0, latencies)
+    elapsed = time.perf_counter() - t0
+    return Result(name, clients, per_client * clients, elapsed, latencies, _cpu_seconds(pid) - cpu0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                 # warm-up, then measure each server alternately
                 asyncio.run(_measure("warm", echo_port, 1, 100, nova=False))
                 asyncio.run(_measure("warm", nova_port, 1, 100, nova=True))
-                bare = asyncio.run(_measure("bare websockets echo", echo_port, clients, args.round_trips, nova=False))
-                ours = asyncio.run(_measure("nova publish", nova_port, clients, args.round_trips, nova=True))
+                bare = asyncio.run(
+                    _measure("bare websockets echo", echo_port, clients, args.round_trips, False, echo.pid)
+                )
+                ours = asyncio.run(
+                    _measure("nova publish", nova_port, clients, args.round_trips, True, nova.pid)
+                )
                 rows.append((clients, bare, ours))
         finally:
             for proc in (nova, echo):
@@ -170,15 +190,23 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
-    print(f"{'clients':>7} | {'server':<22} | {'rt/s':>8} | {'p50 ms':>7} | {'p99 ms':>7}")
-    print("-" * 64)
+    print(f"{'clients':>7} | {'server':<22} | {'rt/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/rt':>16}")
+    print("-" * 83)
     for clients, bare, ours in rows:
         for r in (bare, ours):
-            print(f"{clients:>7} | {r.name:<22} | {r.rate:>8.0f} | {r.pct(0.5):>7.2f} | {r.pct(0.99):>7.2f}")
+            print(
+                f"{clients:>7} | {r.name:<22} | {r.rate:>8.0f} | {r.pct(0.5):>7.2f} | {r.pct(0.99):>7.2f}"
+                f" | {r.cpu_us_per_rt:>16.0f}"
+            )
     print()
-    print(f"{'clients':>7} | {'rate nova/bare':>14} | {'p99 nova/bare':>13} | goal: rate >= 0.50 (1 client), p99 <= 3.0")
+    print(f"{'clients':>7} | {'rate nova/bare':>14} | {'p99 nova/bare':>13} | {'CPU/rt nova/bare':>16}")
     for clients, bare, ours in rows:
-        print(f"{clients:>7} | {ours.rate / bare.rate:>14.2f} | {ours.pct(0.99) / bare.pct(0.99):>13.2f}")
+        cpu_ratio = ours.cpu_us_per_rt / bare.cpu_us_per_rt if bare.cpu_us_per_rt else float("nan")
+        print(
+            f"{clients:>7} | {ours.rate / bare.rate:>14.2f} | {ours.pct(0.99) / bare.pct(0.99):>13.2f}"
+            f" | {cpu_ratio:>16.2f}"
+        )
+    print("goal: rate nova/bare >= 0.50 with 1 client, p99 nova/bare <= 3.0")
     return 0
 
 
