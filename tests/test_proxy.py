@@ -97,6 +97,17 @@ async def open_client(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.
     return await within(asyncio.open_connection("127.0.0.1", proxy.port))
 
 
+async def expect_reset_on_connect(proxy: FaultProxy) -> None:
+    """Connect and read: an RST must come (it may beat the connect's completion)."""
+    opened: list[asyncio.StreamWriter] = []
+    with pytest.raises(ConnectionResetError):
+        reader, writer = await open_client(proxy)
+        opened.append(writer)
+        await within(reader.read())
+    for writer in opened:
+        writer.close()
+
+
 async def round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      data: bytes) -> float:
     start = time.monotonic()
@@ -349,14 +360,7 @@ async def test_refused_connections_and_back(how: Any) -> None:
                     with pytest.raises(ConnectionRefusedError):
                         await open_client(proxy)
                 elif how == "reset":
-                    # The RST may beat the connect's completion: either call can see it.
-                    opened: list[asyncio.StreamWriter] = []
-                    with pytest.raises(ConnectionResetError):
-                        reader, writer = await open_client(proxy)
-                        opened.append(writer)
-                        await within(reader.read())
-                    for writer in opened:
-                        writer.close()
+                    await expect_reset_on_connect(proxy)
                 else:
                     reader, writer = await open_client(proxy)
                     assert await within(reader.read()) == b""
@@ -373,10 +377,7 @@ async def test_an_unreachable_upstream_resets_the_client_and_says_so() -> None:
     async with tcp_server(echo) as port:
         pass  # closed: nothing listens on that port now
     with running_proxy(port) as proxy:
-        reader, writer = await open_client(proxy)
-        with pytest.raises(ConnectionResetError):
-            await within(reader.read())
-        writer.close()
+        await expect_reset_on_connect(proxy)
         failed = await event(proxy, "upstream_failed")
         assert "ConnectionRefusedError" in failed.detail["error"]
 
