@@ -447,9 +447,15 @@ class _Connection:
         offset = pipe.received
         pipe.received = offset + len(data)
         if not self.tracking:
-            if not pipe.chain and not pipe.queue and not pipe.dead:
-                pipe.write(data)
-                pipe.flow()
+            t = pipe.dst.transport
+            if not pipe.chain and not pipe.queue and not pipe.eof_out and t is not None:
+                # The fast path: nothing to apply, nothing queued ahead (the flow
+                # is paused by the transport's pause_writing; only the peak is kept).
+                t.write(data)
+                pipe.sent += len(data)
+                size = t.get_write_buffer_size()
+                if size > pipe.peak:
+                    pipe.peak = size
             else:
                 pipe.push(Chunk(self.loop.time(), data, offset))
             return
