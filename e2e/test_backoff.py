@@ -47,7 +47,10 @@ def fail_every_attempt(ws_helper: WebSocketTestHelper) -> None:
 def test_delays_follow_the_formula_to_the_cap_and_reset_after_authentication(
     ws_helper: WebSocketTestHelper,
 ) -> None:
-    """Without jitter (``?jitter=none``) the delays are exactly min(1000 * 2^n, 30000)."""
+    """Without jitter (``?jitter=none``) the delays are exactly min(1000 * 2^n, 30000).
+
+    Depth: server (every handshake rejected with HTTP 503 until the faults are lifted).
+    """
     ws_helper.reload(jitter="none")
     fail_every_attempt(ws_helper)
 
@@ -72,7 +75,11 @@ def test_delays_follow_the_formula_to_the_cap_and_reset_after_authentication(
 
 
 def test_jittered_delays_are_replayed_from_the_seed(ws_helper: WebSocketTestHelper) -> None:
-    """The configured jitter (full, seeded by the harness): every delay is recomputable."""
+    """The configured jitter (full, seeded by the harness): every delay is recomputable.
+
+    Depth: server (every handshake rejected with HTTP 503 until the faults are lifted).
+    The oracle is the client's documented seeded source, reimplemented here.
+    """
     backoff = ws_helper.state()["backoff"]
     assert backoff == {"baseMs": BASE_MS, "capMs": CAP_MS, "jitter": "full", "seeded": True}
     expect(ws_helper.page.get_by_test_id("reconnect-policy")).to_contain_text("jitter full, seeded")

@@ -23,7 +23,13 @@ from harness import WebSocketTestHelper
 def test_should_handle_connection_errors_with_backoff(
     ws_helper: WebSocketTestHelper, mode: str
 ) -> None:
-    """should handle connection errors with backoff."""
+    """should handle connection errors with backoff.
+
+    Depth: server in real mode (1011 close, HTTP 503 rejections, held handshakes),
+    UI in synthetic mode (``websocket-status`` / ``websocket-message`` events).
+    Each ``error`` after ``connecting`` is one more failed attempt, as the
+    attempt counter shows.
+    """
     ws_helper.set_connection_status("error")
     ws_helper.simulate_error("Network error")
 
@@ -46,7 +52,11 @@ def test_should_handle_connection_errors_with_backoff(
     ],
 )
 def test_simulate_error_while_connected(ws_helper: WebSocketTestHelper, mode: str) -> None:
-    """Real: the server pushes a genuine ``error`` frame; synthetic: the window event, no frame."""
+    """``simulate_error`` on a live connection.
+
+    Depth: server in real mode (a genuine ``error`` frame pushed on the socket),
+    UI in synthetic mode (the ``websocket-message`` event; no frame).
+    """
     ws_helper.simulate_error("Disk full")
 
     ws_helper.wait_for_error_details("internal_error: Disk full")
