@@ -14,7 +14,9 @@ same run, rounds interleaved so that machine load hits every path alike:
   pytest plugin runs it (it shares the GIL with the client).
 
 Measured: small-message round-trip latency (64-byte messages, TCP_NODELAY,
-p50 and p99) and bulk throughput, server to client and client to server (MB/s).
+p50 and p99) on a plain connection and on a WebSocket upgrade (where the proxy
+parses every frame header, as it does for a browser's socket), and bulk
+throughput, server to client and client to server (MB/s).
 The goals (issue 5): the proxy's *added* p50 latency at most 2x socat's, its
 throughput at least 50% of socat's.
 
@@ -66,6 +68,17 @@ class Server(asyncio.Protocol):
                 self.t.write(b"k")
             return
         self.head += data
+        if self.head[:1] == b"G":
+            # A WebSocket opening handshake (not validated), then echo: the proxy sees an
+            # upgraded connection and parses every frame, as it does for a browser's socket.
+            end = self.head.find(b"\r\n\r\n")
+            if end >= 0:
+                self.mode = "e"
+                self.t.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n")
+                if len(self.head) > end + 4:
+                    self.t.write(self.head[end + 4:])
+            return
         if self.head[:1] == b"e":
             self.mode = "e"
             if len(self.head) > 1:
@@ -118,11 +131,12 @@ class Path:
     name: str
     port: int
     latencies_ms: list[float] = field(default_factory=list)
+    ws_latencies_ms: list[float] = field(default_factory=list)
     down_mbps: list[float] = field(default_factory=list)
     up_mbps: list[float] = field(default_factory=list)
 
-    def pct(self, q: float) -> float:
-        data = sorted(self.latencies_ms)
+    def pct(self, q: float, ws: bool = False) -> float:
+        data = sorted(self.ws_latencies_ms if ws else self.latencies_ms)
         return data[min(len(data) - 1, int(q * len(data)))]
 
 
@@ -171,25 +185,48 @@ def _recv_exactly(sock: socket.socket, n: int) -> None:
         n -= got
 
 
-def measure_latency(all_paths: list[Path], n: int, batch: int = 50, warmup: int = 200) -> None:
+WS_REQUEST = (b"GET /bench/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+# A masked 64-byte binary frame (the echo sends it back as is; the proxy parses both ways).
+WS_FRAME = b"\x82\xc0" + b"\x01\x02\x03\x04" + bytes(64)
+
+
+def _open_for_latency(port: int, ws: bool) -> socket.socket:
+    sock = _connect(port)
+    if not ws:
+        sock.sendall(b"e")
+        return sock
+    sock.sendall(WS_REQUEST)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        got = sock.recv(4096)
+        if not got:
+            raise RuntimeError("connection closed during the handshake")
+        head += got
+    return sock
+
+
+def measure_latency(all_paths: list[Path], n: int, *, ws: bool = False, batch: int = 50,
+                    warmup: int = 200) -> None:
     """``n`` round trips of a 64-byte message per path, one connection each.
 
     Paths take turns every ``batch`` round trips, so a burst of load on the
     shared machine lands on all of them alike; milliseconds go to each path.
+    With ``ws`` the connection is a WebSocket upgrade and each message a frame.
     """
-    message = b"m" * 64
-    socks = [_connect(p.port) for p in all_paths]
+    message = WS_FRAME if ws else b"m" * 64
+    socks = [_open_for_latency(p.port, ws) for p in all_paths]
     try:
-        for sock in socks:
-            sock.sendall(b"e")
         for done in range(-warmup, n, batch):
             for path, sock in zip(all_paths, socks, strict=True):
+                samples = path.ws_latencies_ms if ws else path.latencies_ms
                 for _ in range(batch):
                     t0 = time.perf_counter()
                     sock.sendall(message)
                     _recv_exactly(sock, len(message))
                     if done >= 0:
-                        path.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                        samples.append((time.perf_counter() - t0) * 1000)
     finally:
         for sock in socks:
             sock.close()
@@ -274,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             nbytes = args.bulk_mb * MB
             for _ in range(args.rounds):
                 measure_latency(all_paths, args.round_trips)
+                measure_latency(all_paths, args.round_trips, ws=True)
                 for path in all_paths:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"benchmark exceeded its {RUN_DEADLINE_S:.0f} s deadline")
@@ -292,12 +330,13 @@ def report(all_paths: list[Path], args: argparse.Namespace, use_socat: bool) -> 
     print(f"proxy overhead: {args.rounds} rounds x {args.round_trips} round trips (64 B), "
           f"bulk {args.bulk_mb} MB each way; loadavg {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     print(f"{'path':<20} | {'p50 ms':>7} | {'p99 ms':>7} | {'added p50 us':>12} | "
-          f"{'down MB/s':>9} | {'up MB/s':>8}")
-    print("-" * 80)
+          f"{'WS p50 ms':>9} | {'WS p99 ms':>9} | {'down MB/s':>9} | {'up MB/s':>8}")
+    print("-" * 104)
     for p in all_paths:
         added = (p.pct(0.5) - direct.pct(0.5)) * 1000
         print(f"{p.name:<20} | {p.pct(0.5):>7.3f} | {p.pct(0.99):>7.3f} | "
               f"{added if p is not direct else 0:>12.1f} | "
+              f"{p.pct(0.5, ws=True):>9.3f} | {p.pct(0.99, ws=True):>9.3f} | "
               f"{statistics.median(p.down_mbps):>9.0f} | {statistics.median(p.up_mbps):>8.0f}")
     if not use_socat:
         return
@@ -309,11 +348,14 @@ def report(all_paths: list[Path], args: argparse.Namespace, use_socat: bool) -> 
         p = by[name]
         added = p.pct(0.5) - direct.pct(0.5)
         latency_ratio = added / socat_added if socat_added > 0 else float("inf")
+        ws_added = p.pct(0.5, ws=True) - direct.pct(0.5, ws=True)
+        ws_socat = socat.pct(0.5, ws=True) - direct.pct(0.5, ws=True)
+        ws_ratio = ws_added / ws_socat if ws_socat > 0 else float("inf")
         down = statistics.median(p.down_mbps) / statistics.median(socat.down_mbps)
         up = statistics.median(p.up_mbps) / statistics.median(socat.up_mbps)
         verdict: Callable[[bool], str] = lambda ok: "ok" if ok else "MISSED"
         print(f"{name:<20} added p50 = {latency_ratio:.2f}x socat's (goal <= 2: "
-              f"{verdict(latency_ratio <= 2)}); throughput down {down:.0%}, up {up:.0%} "
+              f"{verdict(latency_ratio <= 2)}; WebSocket frames: {ws_ratio:.2f}x); throughput down {down:.0%}, up {up:.0%} "
               f"of socat's (goal >= 50%: {verdict(min(down, up) >= 0.5)}); "
               f"vs socat -b 262144: down {statistics.median(p.down_mbps) / statistics.median(big.down_mbps):.0%}, "
               f"up {statistics.median(p.up_mbps) / statistics.median(big.up_mbps):.0%}")

@@ -16,7 +16,7 @@ Frame header layout (RFC 6455 section 5.2)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "OPCODE_NAMES",
@@ -47,8 +47,7 @@ class Opcode:
 OPCODE_NAMES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
+class FrameHeader(NamedTuple):
     """One frame header: flags, opcode, payload length and masking key (``None`` if unmasked)."""
 
     fin: bool
@@ -72,8 +71,7 @@ class FrameHeader:
         return self.opcode >= 0x8
 
 
-@dataclass(frozen=True, slots=True)
-class FrameInfo:
+class FrameInfo(NamedTuple):
     """A whole frame seen in the stream: its header, where it starts and ends.
 
     ``start`` and ``end`` are absolute stream offsets (``end`` is one past the
@@ -172,43 +170,46 @@ class FrameParser:
         """Offset where the current (incomplete) frame began; ``position`` when between frames."""
         return self._frame_start if self.in_frame else self.position
 
-    def feed(self, data: bytes | memoryview) -> list[FrameInfo]:
+    def feed(self, data: bytes) -> list[FrameInfo]:
         frames: list[FrameInfo] = []
-        view = memoryview(data)
-        i, n = 0, len(view)
+        i, n = 0, len(data)
+        base = self.position
         while i < n:
-            if self._header is None:
-                if not self._header_buf:
-                    self._frame_start = self.position + i
-                need = MAX_HEADER - len(self._header_buf)
-                take = view[i : i + need]
-                candidate = self._header_buf + take
-                header = parse_frame_header(candidate)
-                if header is None:
-                    self._header_buf += take
-                    i += len(take)
-                    continue
-                used = header.header_length - len(self._header_buf)
-                i += used
-                self._header_buf.clear()
+            header = self._header
+            if header is None:
+                if self._header_buf:
+                    # A header split across reads: complete it from this one.
+                    take = data[i : i + MAX_HEADER - len(self._header_buf)]
+                    header = parse_frame_header(bytes(self._header_buf) + take)
+                    if header is None:
+                        self._header_buf += take
+                        i += len(take)
+                        continue
+                    i += header.header_length - len(self._header_buf)
+                    self._header_buf.clear()
+                else:
+                    self._frame_start = base + i
+                    header = parse_frame_header(data[i : i + MAX_HEADER])
+                    if header is None:
+                        self._header_buf += data[i:]
+                        break
+                    i += header.header_length
                 self._header = header
                 self._remaining = header.payload_length
-                self._control = bytearray() if header.is_control else None
+                self._control = bytearray() if header.opcode >= 0x8 else None
             take_n = min(self._remaining, n - i)
-            if self._control is not None and take_n and len(self._control) < 125:
-                self._control += view[i : i + min(take_n, 125 - len(self._control))]
+            control = self._control
+            if control is not None and take_n and len(control) < 125:
+                control += data[i : i + min(take_n, 125 - len(control))]
             i += take_n
             self._remaining -= take_n
             if self._remaining == 0:
-                header = self._header
                 payload = None
-                if self._control is not None:
-                    raw = bytes(self._control)
+                if control is not None:
+                    raw = bytes(control)
                     payload = unmask(raw, header.mask) if header.mask else raw
-                frames.append(
-                    FrameInfo(header, self._frame_start, self.position + i, payload)
-                )
+                frames.append(FrameInfo(header, self._frame_start, base + i, payload))
                 self._header = None
                 self._control = None
-        self.position += n
+        self.position = base + n
         return frames

@@ -248,8 +248,11 @@ class _Pipe:
             return
         if not self.chain and not self.queue:
             self.write(chunk.data)
-        else:
-            self.enqueue(self.chain.feed(chunk))
+            t = self.dst.transport
+            if t is not None:
+                self.peak = max(self.peak, t.get_write_buffer_size())
+            return
+        self.enqueue(self.chain.feed(chunk))
         self.flow()
 
     def push_eof(self) -> None:
@@ -453,9 +456,7 @@ class _Connection:
                 # is paused by the transport's pause_writing; only the peak is kept).
                 t.write(data)
                 pipe.sent += len(data)
-                size = t.get_write_buffer_size()
-                if size > pipe.peak:
-                    pipe.peak = size
+                pipe.peak = max(pipe.peak, t.get_write_buffer_size())
             else:
                 pipe.push(Chunk(self.loop.time(), data, offset))
             return
