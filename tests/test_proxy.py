@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import inspect
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,6 +32,7 @@ from harness.errors import WaitTimeoutError
 from harness.proxy import (
     Bandwidth,
     Blackhole,
+    Chunk,
     EventKind,
     FaultProxy,
     Latency,
@@ -41,7 +43,10 @@ from harness.proxy import (
     ResetPeer,
     Slicer,
     SlowClose,
+    Stage,
+    Step,
     Target,
+    Toxic,
 )
 
 T = TypeVar("T")
@@ -627,6 +632,56 @@ async def test_stop_closes_live_connections_and_later_calls_say_why_they_fail() 
             proxy.add_toxic(Latency(1))
         assert proxy.connections()[0].close_reason == "proxy stopped"
         assert proxy.events[-1].kind == "stopped"
+
+
+class _Broken(Toxic):
+    """A custom toxic whose stage raises: a bug the proxy must not swallow."""
+
+    kind = "broken"
+
+    def stage(self, rng: random.Random) -> Stage:
+        class Raise(Stage):
+            def on_chunk(self, chunk: Chunk) -> list[Step]:
+                raise RuntimeError("bug in a custom toxic")
+
+        return Raise()
+
+
+@pytest.mark.asyncio
+async def test_a_bug_on_the_proxy_loop_is_logged_and_raised_by_stop() -> None:
+    async with tcp_server(echo) as port:
+        proxy = FaultProxy(("127.0.0.1", port)).start()
+        try:
+            proxy.add_toxic(_Broken(), "upstream")
+            _reader, writer = await open_client(proxy)
+            writer.write(b"boom")
+            error = await event(proxy, "error")
+            assert "bug in a custom toxic" in error.detail["error"]
+            writer.close()
+        finally:
+            with pytest.raises(ProxyError, match="1 unexpected error.*bug in a custom toxic"):
+                await asyncio.to_thread(proxy.stop)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+async def test_listens_on_ipv6_loopback() -> None:
+    async with tcp_server(echo) as port:
+        with FaultProxy(("127.0.0.1", port), host="::1") as proxy:
+            assert proxy.url == f"http://[::1]:{proxy.port}"
+            reader, writer = await within(asyncio.open_connection("::1", proxy.port))
+            await round_trip(reader, writer, b"six")
+            writer.close()
+            assert proxy.connections()[0].peer.startswith("::1:")
 
 
 def test_the_package_exports_exactly_its_documented_names() -> None:

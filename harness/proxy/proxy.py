@@ -368,6 +368,7 @@ class _Connection:
         self.close_reason: str | None = None
         self.closed = False
         self.reading = False  # the client side reads once upstream is connected
+        self.raw: socket.socket | None = None  # the accepted socket, until its transport exists
         self.tracker = StreamTracker()
         self.tracking = True
         self.path: str | None = None
@@ -526,6 +527,10 @@ class _Connection:
         self.close_reason = reason
         for pipe in self.pipes.values():
             pipe.kill()
+        if self.raw is not None and self.client.transport is None:
+            if reset:
+                _rst(self.raw)
+            self.raw.close()
         for side in (self.client, self.server):
             t = side.transport
             if t is None:
@@ -1031,6 +1036,7 @@ class FaultProxy:
             with self._id_lock:
                 conn_id = next(self._ids)
             conn = _Connection(self, conn_id, peer_s)
+            conn.raw = sock
             self._conns[conn_id] = conn
             self._emit(EventKind.OPENED, conn_id, peer=peer_s)
             for entry in self._entries:
@@ -1041,10 +1047,12 @@ class FaultProxy:
 
     async def _open(self, conn: _Connection, sock: socket.socket) -> None:
         loop = self._require_loop()
+        if conn.closed:  # closed (and its socket with it) before this task ran
+            return
+        conn.raw = None  # from here the transport owns the socket
         try:
             await loop.connect_accepted_socket(lambda: conn.client, sock)
         except OSError as exc:
-            sock.close()
             conn.close(reset=True, reason=f"client socket failed: {exc}")
             return
         if conn.closed:
