@@ -420,7 +420,16 @@ class WebSocketTestHelper:
     # ------------------------------------------------------------ time
 
     def advance_clock(self, ms: float) -> None:
-        """Advance the page's virtual clock by ``ms``, firing every timer due on the way."""
+        """Advance the page's virtual clock by ``ms``, firing every timer due on the way.
+
+        The jump is instant, and frames still travel in real time: a reply to
+        a frame sent by a timer during the jump cannot arrive before the jump
+        ends.  So on an authenticated reference page, one jump longer than the
+        heartbeat (a ping at 25 s, dead 10 s later) makes the page declare the
+        link dead.  Advance to the ping, wait for the pong
+        (``expect_frame("pong")``), then go on.  Pages in the same browser
+        context share this clock.
+        """
         self._require_virtual_time("advance_clock")
         self._page.clock.run_for(int(ms))
 

@@ -14,6 +14,14 @@ or a rewritten frame.
 
 Directions are named from the page's point of view: ``sent`` (page to server,
 also ``to_server``) and ``received`` (server to page, also ``to_client``).
+Each frame is validated against the protocol models *of its direction*
+(:func:`validate_directed`): the page may only send client messages and
+receive server messages.
+
+Playwright runs the route's callbacks on the test thread, only while that
+thread is inside a Playwright call: the journal's waits pump (``pump``), and a
+frame is never lost to an exception in the journal, a validator or an
+interceptor: it is forwarded unchanged and :meth:`FrameJournal.check` fails.
 """
 
 from __future__ import annotations
