@@ -63,3 +63,29 @@ def test_simulate_error_while_connected(ws_helper: WebSocketTestHelper, mode: st
     errors = ws_helper.journal.find("error", match={"message": "Disk full"})
     assert len(errors) == (1 if mode == "real" else 0)
     ws_helper.wait_for_connection_status("connected")
+
+
+def test_the_seed_flow_on_an_authenticated_page(ws_helper: WebSocketTestHelper) -> None:
+    """The same cycle once the user is authenticated: every failed attempt still counts.
+
+    Depth: server.  A handshake the server holds is never let through to fail
+    later (the page would re-authenticate on it and reset its counter): it
+    stays unanswered until the page's own open timeout gives it up.
+    """
+    ws_helper.authenticate()
+    ws_helper.wait_for_auth_status("Authenticated")
+    ws_helper.set_connection_status("error")
+
+    for attempt in range(1, 4):
+        ws_helper.set_connection_status("connecting")
+        ws_helper.wait_for_reconnect_info(attempt)
+        ws_helper.set_connection_status("error")
+    ws_helper.set_connection_status("connecting")
+    ws_helper.set_connection_status("disconnected")
+    ws_helper.wait_for_reconnect_info(5)
+    ws_helper.wait_for_connection_status("disconnected")
+
+    ws_helper.set_connection_status("connected")
+    ws_helper.wait_for_auth_status("Authenticated")  # again, with the accepted key
+    ws_helper.wait_for_reconnect_info(0)
+    assert len(ws_helper.journal.find("auth_success")) == 2

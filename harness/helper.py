@@ -284,16 +284,18 @@ class WebSocketTestHelper:
             self.dispatch_message(frame)
 
     def set_connection_status(self, status: ConnectionStatus, *, error: str | None = None) -> None:
-        """Put the connection in ``status``; return once the page shows it.
+        """Put the connection in ``status``; return once the page has reacted.
 
         Real mode (default), at server depth:
 
         ``"error"``
             the server fails the live connection (close 1011 with ``error`` as
             the reason) and rejects further handshakes with HTTP 503; a
-            handshake the server was holding is released into that failure.
+            handshake the server was holding stays unanswered until the page
+            gives it up (its open timeout, reached by advancing the clock).
             The page then shows ``disconnected`` with a reconnect scheduled
-            (its reaction to a failed connection), or ``error`` if it gave up.
+            (its reaction to a failed connection), or ``error`` if it gave up
+            for good: this returns once it has reacted.
         ``"connecting"``
             the server holds handshakes open and the clock advances to the
             page's next reconnect (an open socket is first closed with 1001),
@@ -304,7 +306,8 @@ class WebSocketTestHelper:
             to the next reconnect, or Reconnect is clicked when the page gave
             up); returns once the page has an open socket.
         ``"disconnected"``
-            the server closes the live socket cleanly (1000) and holds further
+            the server closes the live socket cleanly (1000), or leaves a held
+            handshake unanswered as for ``"error"``, and holds further
             handshakes.
 
         Synthetic mode: the seed's ``websocket-status`` window event
@@ -374,9 +377,8 @@ class WebSocketTestHelper:
         faults = self._require_faults("set_connection_status('disconnected')")
         cid = self._client_id
         self._settle()
-        # A held handshake fails (servers that judge released handshakes again reject it
-        # once), or opens and is closed cleanly below.
-        faults.reject_handshakes(cid, status=503, count=1)
+        # A held handshake is given up by the page (virtual time), or opens and is
+        # closed cleanly below.
         self._release_held_into(faults)
         faults.clear(cid)
         faults.hold_handshakes(cid)
@@ -547,8 +549,29 @@ class WebSocketTestHelper:
         )
 
     def _release_held_into(self, faults: Any) -> None:
-        """Let a held handshake go on into whatever the rules now say; wait for the page's verdict."""
+        """Make a handshake the server is holding fail; wait until the page has given it up.
+
+        In virtual time the server keeps holding it and the page abandons it
+        after its own open timeout (the clock advances by that timeout): a
+        failed attempt, whatever the rules.  Otherwise the handshake is
+        released into the rules now in force; the reference server accepts a
+        released handshake (it does not judge it again), so the caller closes
+        the socket that results.
+        """
         if self._status() != "connecting":
+            return
+        open_timeout = int(
+            self._page.evaluate("() => Number((window.__novaWs.settings || {}).openTimeoutMs) || 0")
+        )
+        if self.virtual_time and open_timeout > 0 and self._held() > 0:
+            self._page.clock.run_for(open_timeout)
+            self._wait_status_js(
+                "s.status !== 'connecting'", "the page to give up the handshake the server holds"
+            )
+            # Until the server notices, lifting its rules would let the dead handshake proceed.
+            self._wait_until(
+                lambda: self._held() == 0, "the server to drop the handshake the page gave up"
+            )
             return
         faults.release_handshakes(self._client_id)
         self._wait_status_js(
