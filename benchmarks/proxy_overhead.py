@@ -14,7 +14,8 @@ same run, rounds interleaved so that machine load hits every path alike:
   pytest plugin runs it (it shares the GIL with the client).
 
 Measured: small-message round-trip latency (64-byte messages, TCP_NODELAY,
-p50 and p99) on a plain connection and on a WebSocket upgrade (where the proxy
+p50 and p99; the *added* p50 is the median, over interleaved batches, of a path's
+batch p50 minus the direct path's in the same turn) on a plain connection and on a WebSocket upgrade (where the proxy
 parses every frame header, as it does for a browser's socket), and bulk
 throughput, server to client and client to server (MB/s).
 The goals (issue 5): the proxy's *added* p50 latency at most 2x socat's, its
@@ -132,12 +133,24 @@ class Path:
     port: int
     latencies_ms: list[float] = field(default_factory=list)
     ws_latencies_ms: list[float] = field(default_factory=list)
+    batch_p50s: list[float] = field(default_factory=list)
+    ws_batch_p50s: list[float] = field(default_factory=list)
     down_mbps: list[float] = field(default_factory=list)
     up_mbps: list[float] = field(default_factory=list)
 
     def pct(self, q: float, ws: bool = False) -> float:
         data = sorted(self.ws_latencies_ms if ws else self.latencies_ms)
         return data[min(len(data) - 1, int(q * len(data)))]
+
+    def added_us(self, base: Path, ws: bool = False) -> float:
+        """Median over batches of (this path's batch p50 - the base's p50 in the same turn), in us.
+
+        Pairing each batch with the base's batch of the same turn cancels the
+        load drift of a shared machine, which pooled percentiles do not.
+        """
+        mine = self.ws_batch_p50s if ws else self.batch_p50s
+        theirs = base.ws_batch_p50s if ws else base.batch_p50s
+        return statistics.median(a - b for a, b in zip(mine, theirs, strict=True)) * 1000
 
 
 def _spawn(cmd: list[str], marker: str, stream: str = "stdout") -> tuple[subprocess.Popen[str], int]:
@@ -220,13 +233,15 @@ def measure_latency(all_paths: list[Path], n: int, *, ws: bool = False, batch: i
     try:
         for done in range(-warmup, n, batch):
             for path, sock in zip(all_paths, socks, strict=True):
-                samples = path.ws_latencies_ms if ws else path.latencies_ms
+                batch_ms = []
                 for _ in range(batch):
                     t0 = time.perf_counter()
                     sock.sendall(message)
                     _recv_exactly(sock, len(message))
-                    if done >= 0:
-                        samples.append((time.perf_counter() - t0) * 1000)
+                    batch_ms.append((time.perf_counter() - t0) * 1000)
+                if done >= 0:
+                    (path.ws_latencies_ms if ws else path.latencies_ms).extend(batch_ms)
+                    (path.ws_batch_p50s if ws else path.batch_p50s).append(statistics.median(batch_ms))
     finally:
         for sock in socks:
             sock.close()
@@ -333,7 +348,7 @@ def report(all_paths: list[Path], args: argparse.Namespace, use_socat: bool) -> 
           f"{'WS p50 ms':>9} | {'WS p99 ms':>9} | {'down MB/s':>9} | {'up MB/s':>8}")
     print("-" * 104)
     for p in all_paths:
-        added = (p.pct(0.5) - direct.pct(0.5)) * 1000
+        added = p.added_us(direct)
         print(f"{p.name:<20} | {p.pct(0.5):>7.3f} | {p.pct(0.99):>7.3f} | "
               f"{added if p is not direct else 0:>12.1f} | "
               f"{p.pct(0.5, ws=True):>9.3f} | {p.pct(0.99, ws=True):>9.3f} | "
@@ -341,15 +356,14 @@ def report(all_paths: list[Path], args: argparse.Namespace, use_socat: bool) -> 
     if not use_socat:
         return
     socat = by["socat"]
-    socat_added = socat.pct(0.5) - direct.pct(0.5)
+    socat_added = socat.added_us(direct)
+    ws_socat = socat.added_us(direct, ws=True)
     print()
     big = by["socat -b 262144"]
     for name in ("proxy (process)", "proxy (in-process)"):
         p = by[name]
-        added = p.pct(0.5) - direct.pct(0.5)
-        latency_ratio = added / socat_added if socat_added > 0 else float("inf")
-        ws_added = p.pct(0.5, ws=True) - direct.pct(0.5, ws=True)
-        ws_socat = socat.pct(0.5, ws=True) - direct.pct(0.5, ws=True)
+        latency_ratio = p.added_us(direct) / socat_added if socat_added > 0 else float("inf")
+        ws_added = p.added_us(direct, ws=True)
         ws_ratio = ws_added / ws_socat if ws_socat > 0 else float("inf")
         down = statistics.median(p.down_mbps) / statistics.median(socat.down_mbps)
         up = statistics.median(p.up_mbps) / statistics.median(socat.up_mbps)
