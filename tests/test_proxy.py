@@ -63,12 +63,23 @@ async def within(awaitable: Awaitable[T], timeout: float = TIMEOUT) -> T:
 
 @asynccontextmanager
 async def tcp_server(handler: Handler) -> AsyncIterator[int]:
-    """A raw TCP server on the test loop; yields its port."""
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    """A raw TCP server on the test loop; yields its port; closes its connections on exit."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await handler(reader, writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        for writer in writers:
+            writer.close()
+        await asyncio.wait_for(
+            asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True), TIMEOUT
+        )
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
