@@ -80,6 +80,7 @@ class WsConfig:
     mode: Mode = "real"
     timeout: float = 5.0
     seed: int = 1234
+    proxy: bool = True
     test_ids: TestIds = field(default_factory=TestIds)
     harness_token: str | None = None
 
@@ -173,6 +174,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mode", "--ws-mode", "NOVA_WS_MODE", "ws_mode", "real (default: faults happen on the server) or synthetic (window events)"),
     Setting("timeout", "--ws-timeout", "NOVA_WS_TIMEOUT", "ws_timeout", "default wait timeout in seconds (default 5)", float),
     Setting("seed", "--ws-seed", "NOVA_WS_SEED", "ws_seed", "seed of the page's randomness (jitter) (default 1234)", int),
+    Setting("proxy", "--ws-proxy", "NOVA_WS_PROXY", "ws_proxy", "route the page's traffic through the fault proxy for network faults: true (default) or false", _bool),
     Setting("harness_token", "--ws-harness-token", "NOVA_WS_HARNESS_TOKEN", "ws_harness_token", "X-Harness-Token of an app already running in test mode"),
     Setting("test_ids", "--ws-test-ids", "NOVA_WS_TEST_IDS", "ws_test_ids", "data-testid overrides as name=value, comma separated", _test_ids),
 )

@@ -14,11 +14,13 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from .config import WsConfig
 from .control import FaultControl
 from .errors import ServerStartError
+from .proxy import FaultProxy
 
 __all__ = ["ServerUnderTest", "start_server", "load_asgi_app", "worker_id"]
 
@@ -36,6 +38,9 @@ class ServerUnderTest:
 
     ``kind`` is ``reference`` (the bundled server, test mode), ``app`` (an
     ASGI app given with ``--ws-app``) or ``external`` (``--ws-base-url``).
+    ``http_url`` reaches the server directly (REST calls, ``ws_client``);
+    the page is loaded through ``proxy`` (the fault proxy, unless
+    ``--ws-proxy=false``), so network faults can reach its sockets.
     """
 
     http_url: str
@@ -44,6 +49,7 @@ class ServerUnderTest:
     log_path: Path | None = None
     faults: FaultControl | None = None
     app: Any = None
+    proxy: FaultProxy | None = None
     _stop: Any = field(default=None, repr=False)
     _log_handler: logging.Handler | None = field(default=None, repr=False)
 
@@ -51,9 +57,16 @@ class ServerUnderTest:
         """The WebSocket URL of ``client_id``."""
         return self.config.ws_url(self.http_url, client_id)
 
+    @property
+    def page_http_url(self) -> str:
+        """Where the browser loads the app: the fault proxy when there is one, else ``http_url``."""
+        if self.proxy is not None:
+            return self.proxy.url
+        return self.http_url
+
     def page_url(self, client_id: str) -> str:
-        """The page URL that makes the browser client use ``client_id``."""
-        return self.config.page_url(self.http_url, client_id)
+        """The page URL that makes the browser client use ``client_id`` (through the proxy)."""
+        return self.config.page_url(self.page_http_url, client_id)
 
     @property
     def has_fault_control(self) -> bool:
@@ -74,6 +87,9 @@ class ServerUnderTest:
     def stop(self) -> None:
         """Shut the server down (closing sockets with 1001) and detach the log."""
         try:
+            if self.proxy is not None:
+                self.proxy.stop()
+                self.proxy = None
             if self._stop is not None:
                 self._stop()
                 self._stop = None
@@ -133,7 +149,9 @@ def start_server(config: WsConfig, workdir: Path, *, startup_timeout: float = 20
     if config.base_url:
         token = config.harness_token
         control = FaultControl(config.base_url, token) if token else None
-        return ServerUnderTest(config.base_url.rstrip("/"), config, "external", faults=control)
+        external = ServerUnderTest(config.base_url.rstrip("/"), config, "external", faults=control)
+        external.proxy = _start_proxy(config, config.base_url)
+        return external
 
     from reference_server.runner import NovaUvicornServer, ServerThread, bind_socket, uvicorn_config
 
@@ -186,9 +204,25 @@ def start_server(config: WsConfig, workdir: Path, *, startup_timeout: float = 20
             f"{exc}\nlast lines of {log_path}:\n{_tail(log_path)}"
         ) from exc
     control = FaultControl(http_url, token) if token else None
-    return ServerUnderTest(
+    started = ServerUnderTest(
         http_url, config, kind, log_path=log_path, faults=control, app=app, _stop=thread.stop, _log_handler=handler
     )
+    try:
+        started.proxy = _start_proxy(config, http_url)
+    except BaseException:
+        started.stop()
+        raise
+    return started
+
+
+def _start_proxy(config: WsConfig, upstream_url: str) -> FaultProxy | None:
+    """A fault proxy in front of ``upstream_url`` (plain http only), unless turned off."""
+    if not config.proxy:
+        return None
+    parsed = urlsplit(upstream_url)
+    if parsed.scheme != "http" or parsed.hostname is None:
+        return None  # TLS would hide the HTTP upgrade and frames the proxy understands
+    return FaultProxy(upstream=(parsed.hostname, parsed.port or 80), seed=config.seed).start()
 
 
 def _detach(handler: logging.Handler) -> None:
