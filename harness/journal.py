@@ -155,6 +155,7 @@ class FrameJournal:
         self._lock = threading.RLock()
         self._t0 = time.monotonic()
         self.interceptors: list[Interceptor] = []
+        self._rules: list[Any] = []
         self._routes: list[Any] = []
         self._internal_errors: list[str] = []
 
@@ -170,9 +171,11 @@ class FrameJournal:
             self._connections.append(route.url)
         server = route.connect_to_server()
         self._routes.append((route, server))
-        route.on_message(lambda raw: self._forward(connection, route.url, "sent", raw, server.send))
+        route.on_message(
+            lambda raw: self._forward(connection, route.url, "sent", raw, server.send, server, route)
+        )
         server.on_message(
-            lambda raw: self._forward(connection, route.url, "received", raw, route.send)
+            lambda raw: self._forward(connection, route.url, "received", raw, route.send, route, route)
         )
 
     def _forward(
@@ -182,24 +185,83 @@ class FrameJournal:
         direction: Direction,
         raw: str | bytes,
         send: Callable[[Any], None],
+        target: Any = None,
+        route: Any = None,
     ) -> None:
         # Runs inside Playwright's dispatcher: an exception here would lose the frame
         # silently, so a failing journal or interceptor forwards it unchanged and says so.
         payloads: Sequence[str | bytes] | None = None
+        delayed: list[tuple[float, str | bytes]] = []
         try:
             frame = self.record(connection, url, direction, raw)
             for interceptor in list(self.interceptors):
                 payloads = interceptor(frame)
                 if payloads is not None:
                     break
+            if payloads is None:
+                for rule in list(self._rules):
+                    emits = rule.decide(frame)
+                    if emits is not None:
+                        payloads = [e.payload for e in emits if not e.delay_ms]
+                        delayed = [(e.delay_ms, e.payload) for e in emits if e.delay_ms]
+                        break
         except Exception as exc:  # noqa: BLE001 - reported at check()
             self._internal_errors.append(f"{direction} frame on conn{connection}: {exc!r}")
-            payloads = None
+            payloads, delayed = None, []
         for payload in (raw,) if payloads is None else payloads:
             try:
                 send(payload)
             except Exception:  # noqa: BLE001 - the socket closed meanwhile; the frame is journaled
                 return
+        for delay_ms, payload in delayed:
+            # Later, on Playwright's own loop: its callbacks may only use the
+            # non-blocking implementation objects, not the sync API wrappers.
+            impl = getattr(target, "_impl_obj", None)
+            loop = getattr(getattr(route, "_impl_obj", None), "_loop", None)
+            if impl is None or loop is None:
+                send(payload)
+                continue
+            loop.call_later(delay_ms / 1000, _quiet_send, impl.send, payload)
+
+    # ------------------------------------------------------------ message rules
+
+    def add_rule(self, rule: Any) -> Callable[[], None]:
+        """Apply a message rule (``rule.decide(frame) -> [Emit] | None``) to later frames.
+
+        Returns the function that removes it; a rule with ``release()`` (a
+        stall) has its held frames forwarded, in order, on the latest socket.
+        """
+        with self._lock:
+            self._rules.append(rule)
+
+        def remove() -> None:
+            with self._lock:
+                if rule in self._rules:
+                    self._rules.remove(rule)
+            release = getattr(rule, "release", None)
+            if release is not None:
+                held = release()
+                if held:
+                    direction: Direction = getattr(rule, "_direction", "received")
+                    for payload in held:
+                        self._send_live(payload, direction)
+
+        return remove
+
+    def inject(self, payload: str | bytes, *, direction: Direction = "received") -> Frame:
+        """Send ``payload`` on the latest socket as if the other side had sent it, and journal it."""
+        frame = self.record(len(self._connections) - 1, self._connections[-1] if self._connections else "",
+                            direction, payload)
+        self._send_live(payload, direction)
+        return frame
+
+    def _send_live(self, payload: str | bytes, direction: Direction) -> None:
+        if not self._routes:
+            raise ConfigurationError(
+                "the page has no WebSocket yet: load the page (ws_helper.initialize) before message faults"
+            )
+        route, server = self._routes[-1]
+        (route if direction == "received" else server).send(payload)
 
     def record(self, connection: int, url: str, direction: Direction, raw: str | bytes) -> Frame:
         """Add a frame to the journal (validated when ``validate``); return it."""
@@ -427,3 +489,10 @@ def _shown(raw: str | bytes, limit: int = 500) -> str:
     if isinstance(raw, bytes):
         return f"<binary {len(raw)} bytes>"
     return raw if len(raw) <= limit else raw[:limit] + f"... ({len(raw)} characters)"
+
+
+def _quiet_send(send: Callable[[Any], None], payload: str | bytes) -> None:
+    try:
+        send(payload)
+    except Exception:  # noqa: BLE001 - the socket closed while the frame was delayed
+        pass

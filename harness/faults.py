@@ -1,0 +1,292 @@
+"""One fault API over every depth: ``ws_helper.faults`` (also the ``ws_faults`` fixture).
+
+Each call starts a fault on the test's own page (its client id, its
+socket) and returns a :class:`FaultHandle`, which is also a context manager
+that undoes the fault on exit; whatever is still active is cleared at
+teardown.  The depth of each fault is part of its contract:
+
+=========  =================================================  ==============================
+depth      faults                                             mechanism
+=========  =================================================  ==============================
+server     close, abort, reject_handshakes, hold_handshakes    the server's /__harness control
+message    drop, delay, duplicate, inject, stall               the frame journal's route
+network    latency, bandwidth, blackhole, reset, slice,        the fault proxy in front of the
+           limit_data, refuse_connections, profile             server (the page loads through it)
+=========  =================================================  ==============================
+
+Realism: server faults are what a real server does (genuine close codes,
+rejected or held handshakes, a dropped TCP connection); message faults keep
+the socket open and its closes clean (Playwright's route cannot reject a
+handshake or close uncleanly); network faults act on bytes, so the browser
+sees what a bad network does (late frames, a half-open socket, a reset).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConfigurationError
+from .journal import normalize_direction
+from .message_faults import Delay, Drop, Duplicate, MessageRule, Stall
+from .profiles import PROFILES
+from .proxy import Bandwidth, Blackhole, Latency, LimitData, Slicer, Target
+
+if TYPE_CHECKING:
+    from .helper import WebSocketTestHelper
+
+__all__ = ["Depth", "FaultHandle", "Faults"]
+
+Depth = Literal["server", "message", "network"]
+
+_NETWORK_DIRECTIONS = {
+    "both": "both",
+    "to_client": "downstream",
+    "downstream": "downstream",
+    "received": "downstream",
+    "to_server": "upstream",
+    "upstream": "upstream",
+    "sent": "upstream",
+}
+
+
+@dataclass
+class FaultHandle:
+    """An active fault: ``undo()`` ends it (idempotent); ``with`` undoes it on exit."""
+
+    name: str
+    depth: Depth
+    description: str
+    _undo: Callable[[], None] | None = field(default=None, repr=False)
+    _owner: Faults | None = field(default=None, repr=False)
+    active: bool = True
+
+    def undo(self) -> None:
+        if not self.active:
+            return
+        self.active = False
+        try:
+            if self._undo is not None:
+                self._undo()
+        finally:
+            if self._owner is not None:
+                self._owner._forget(self)
+
+    def __enter__(self) -> FaultHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.undo()
+
+    def __str__(self) -> str:
+        return f"{self.depth}: {self.description}"
+
+
+class Faults:
+    """Faults for one :class:`~harness.WebSocketTestHelper`'s page (see the module docstring)."""
+
+    def __init__(self, helper: WebSocketTestHelper) -> None:
+        self._helper = helper
+        self._active: list[FaultHandle] = []
+        self._server_rules: dict[str, Callable[[], None]] = {}
+
+    # ------------------------------------------------------------ bookkeeping
+
+    @property
+    def active(self) -> list[FaultHandle]:
+        """The faults still on, oldest first."""
+        return list(self._active)
+
+    def clear(self) -> None:
+        """Undo every active fault (the fixture calls this at teardown)."""
+        errors: list[BaseException] = []
+        for handle in reversed(self._active):
+            try:
+                handle.undo()
+            except Exception as exc:  # noqa: BLE001 - undo the rest, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _start(
+        self, name: str, depth: Depth, description: str, undo: Callable[[], None] | None, *, lasting: bool = True
+    ) -> FaultHandle:
+        handle = FaultHandle(name, depth, description, undo, self, active=lasting)
+        if lasting:
+            self._active.append(handle)
+        return handle
+
+    def _forget(self, handle: FaultHandle) -> None:
+        if handle in self._active:
+            self._active.remove(handle)
+
+    # ------------------------------------------------------------ server depth
+
+    def _control(self, what: str, instead: str) -> Any:
+        control = self._helper.server.faults
+        if control is None:
+            raise ConfigurationError(
+                f"faults.{what}() is a server-depth fault: it needs the /__harness fault control API "
+                f"of the reference server (or an app run with --ws-harness-token), which this app lacks. "
+                f"{instead}"
+            )
+        return control
+
+    def close(self, code: int = 1011, reason: str = "") -> FaultHandle:
+        """The server closes the page's live socket with ``code`` (a genuine close frame)."""
+        control = self._control("close", "At the message depth, Playwright's route can only close cleanly.")
+        control.close_socket(self._helper.client_id, code=code, reason=reason)
+        return self._start("close", "server", f"closed the socket with {code} {reason!r}", None, lasting=False)
+
+    def abort(self) -> FaultHandle:
+        """The server drops the TCP connection without a close frame: the page sees 1006."""
+        control = self._control("abort", "At the network depth, faults.reset() also ends with 1006.")
+        control.abort(self._helper.client_id)
+        return self._start("abort", "server", "dropped the TCP connection (1006)", None, lasting=False)
+
+    def reject_handshakes(self, status: int = 503, count: int | None = None) -> FaultHandle:
+        """The server answers the next ``count`` handshakes (all when None) with HTTP ``status``."""
+        control = self._control(
+            "reject_handshakes", "At the network depth, faults.refuse_connections() refuses them."
+        )
+        cid = self._helper.client_id
+        control.reject_handshakes(cid, status=status, count=count)
+        self._server_rules["reject"] = lambda: control.reject_handshakes(cid, status=status, count=count)
+        what = "every handshake" if count is None else f"the next {count} handshake(s)"
+        return self._start("reject_handshakes", "server", f"rejecting {what} with HTTP {status}",
+                           lambda: self._drop_server_rule("reject"))
+
+    def hold_handshakes(self) -> FaultHandle:
+        """The server holds handshakes open, so the page stays CONNECTING, until undone."""
+        control = self._control("hold_handshakes", "At the network depth, faults.blackhole() stalls them too.")
+        cid = self._helper.client_id
+        control.hold_handshakes(cid)
+        self._server_rules["hold"] = lambda: control.hold_handshakes(cid)
+        return self._start("hold_handshakes", "server", "holding handshakes open",
+                           lambda: self._drop_server_rule("hold"))
+
+    def _drop_server_rule(self, kind: str) -> None:
+        control = self._helper.server.faults
+        self._server_rules.pop(kind, None)
+        if control is None:
+            return
+        control.clear(self._helper.client_id)  # also releases held handshakes
+        for reapply in self._server_rules.values():
+            reapply()
+
+    # ------------------------------------------------------------ message depth
+
+    def _rule(self, name: str, rule: MessageRule) -> FaultHandle:
+        journal = self._helper.journal
+        remove = journal.add_rule(rule)
+        return self._start(name, "message", rule.describe(), remove)
+
+    def drop(self, type: str | None = None, *, direction: str = "to_client", count: int | None = None) -> FaultHandle:
+        """Drop frames of ``type`` (every type when None) going ``direction``, ``count`` of them."""
+        return self._rule("drop", Drop(type=type, direction=direction, count=count))
+
+    def delay(self, ms: float, *, type: str | None = None, direction: str = "to_client") -> FaultHandle:
+        """Forward frames of ``type`` going ``direction`` ``ms`` later (real time)."""
+        return self._rule("delay", Delay(type=type, direction=direction, ms=ms))
+
+    def duplicate(self, type: str | None = None, *, direction: str = "to_client", count: int = 1) -> FaultHandle:
+        """Forward ``count`` frames of ``type`` going ``direction`` twice."""
+        return self._rule("duplicate", Duplicate(type=type, direction=direction, count=count))
+
+    def stall(self, direction: str = "to_client") -> FaultHandle:
+        """Stop forwarding one way (the socket stays open); held frames flow again on undo."""
+        return self._rule("stall", Stall(direction=direction))
+
+    def inject(self, message: dict[str, Any] | str, *, direction: str = "to_client") -> FaultHandle:
+        """Send ``message`` on the page's live socket as if the other side had sent it."""
+        payload = message if isinstance(message, str) else json.dumps(message)
+        self._helper.journal.inject(payload, direction=normalize_direction(direction))
+        return self._start("inject", "message", f"injected {payload[:80]} {direction}", None, lasting=False)
+
+    # ------------------------------------------------------------ network depth
+
+    def _proxy(self, what: str) -> Any:
+        proxy = self._helper.server.proxy
+        if proxy is None:
+            raise ConfigurationError(
+                f"faults.{what}() is a network-depth fault: it needs the fault proxy between the page and "
+                "the server, which is off (--ws-proxy=false, or an https base URL). Turn it on, or use a "
+                "server-depth fault (close, abort, reject_handshakes, hold_handshakes) instead."
+            )
+        return proxy
+
+    def _target(self) -> Target:
+        return Target(websocket_only=True, path_contains=self._helper.client_id)
+
+    def _toxic(self, name: str, toxic: Any, direction: str, description: str) -> FaultHandle:
+        if direction not in _NETWORK_DIRECTIONS:
+            raise ConfigurationError(
+                f"unknown direction {direction!r} for a network fault; use 'both', 'to_client' "
+                "(server to page) or 'to_server' (page to server)"
+            )
+        proxy = self._proxy(name)
+        handle = proxy.add_toxic(toxic, _NETWORK_DIRECTIONS[direction], target=self._target())
+        return self._start(name, "network", description, handle.remove)
+
+    def latency(self, ms: float, *, jitter: float = 0, direction: str = "both") -> FaultHandle:
+        """Delay the page's WebSocket bytes by ``ms`` (± ``jitter``, seeded) each way."""
+        return self._toxic("latency", Latency(ms, jitter=jitter), direction, f"latency {ms} ms ±{jitter} {direction}")
+
+    def bandwidth(self, kbps: float, *, direction: str = "both") -> FaultHandle:
+        """Limit the page's WebSocket to ``kbps`` kilobits per second."""
+        return self._toxic("bandwidth", Bandwidth(kbps), direction, f"bandwidth {kbps} kbit/s {direction}")
+
+    def blackhole(self) -> FaultHandle:
+        """Half-open: nothing passes either way and nothing closes (held bytes flow on undo)."""
+        return self._toxic("blackhole", Blackhole(), "both", "blackhole (half-open)")
+
+    def slice(self, average_bytes: int, *, variation: int = 0, delay_ms: float = 0) -> FaultHandle:
+        """Split the page's WebSocket bytes into chunks of about ``average_bytes`` (seeded)."""
+        toxic = Slicer(average_bytes, variation, int(delay_ms * 1000))
+        return self._toxic("slice", toxic, "both", f"slice into ~{average_bytes} B chunks")
+
+    def limit_data(self, nbytes: int, *, direction: str = "to_client") -> FaultHandle:
+        """Cut the connection after ``nbytes`` more bytes ``direction``, even mid-frame."""
+        if direction == "both":
+            raise ConfigurationError("limit_data counts one direction: use 'to_client' or 'to_server'")
+        return self._toxic("limit_data", LimitData(nbytes), direction, f"cut after {nbytes} B {direction}")
+
+    def reset(self) -> FaultHandle:
+        """TCP RST on the page's live WebSocket connections: the page sees 1006."""
+        proxy = self._proxy("reset")
+        proxy.reset_connections(self._target())
+        return self._start("reset", "network", "reset the page's connections", None, lasting=False)
+
+    def refuse_connections(self) -> FaultHandle:
+        """New TCP connections to the app are refused (every client of this worker) until undone."""
+        proxy = self._proxy("refuse_connections")
+        handle = proxy.refuse_connections(True)
+        return self._start("refuse_connections", "network", "refusing new connections", handle.remove)
+
+    def profile(self, name: str) -> FaultHandle:
+        """A named network condition (see ``harness.profiles.PROFILES``): latency and bandwidth."""
+        try:
+            p = PROFILES[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"unknown network profile {name!r}; known: {', '.join(sorted(PROFILES))}"
+            ) from None
+        parts = [
+            self.latency(p.latency_ms, jitter=p.jitter_ms),
+            self.bandwidth(p.down_kbps, direction="to_client"),
+            self.bandwidth(p.up_kbps, direction="to_server"),
+        ]
+        for part in parts:
+            self._forget(part)
+
+        def undo() -> None:
+            for part in parts:
+                part.undo()
+
+        return self._start(
+            "profile", "network",
+            f"profile {name}: {p.latency_ms} ms ±{p.jitter_ms} each way, {p.down_kbps}/{p.up_kbps} kbit/s",
+            undo,
+        )
