@@ -18,6 +18,7 @@ from .errors import (
     ServerStartError,
     WaitTimeoutError,
 )
+from .faults import FaultHandle, Faults
 from .helper import ConnectionStatus, WebSocketTestHelper, new_client_id
 from .journal import Frame, FrameJournal
 from .server import ServerUnderTest, start_server
@@ -29,6 +30,8 @@ __all__ = [
     "ConnectionStatus",
     "FaultControl",
     "FaultControlError",
+    "FaultHandle",
+    "Faults",
     "Frame",
     "FrameJournal",
     "HarnessError",

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .config import Mode, WsConfig
 from .errors import ConfigurationError, HarnessError, WaitTimeoutError
+from .faults import Faults
 from .journal import Frame, FrameJournal
 from .matching import Match
 from .server import ServerUnderTest
@@ -45,6 +46,10 @@ _STATUSES: tuple[str, ...] = ("disconnected", "connecting", "connected", "error"
 
 #: The page's store, read through the reference client's test hook.
 _STATE = "window.__novaWs.getState()"
+
+#: Polling interval of in-page waits (ms).  Not requestAnimationFrame: the paused
+#: virtual clock holds animation frames too.
+_POLL_MS = 20
 
 
 def new_client_id(prefix: str = "t") -> str:
@@ -103,8 +108,8 @@ class WebSocketTestHelper:
         # ``validate_frames`` (off under ws_allow_invalid_frames) makes them fail the test.
         self.journal = FrameJournal(validate=True, pump=self._pump, default_timeout=config.timeout)
         self.fail_on_invalid_frames = validate_frames
+        self._faults: Faults | None = None
         self._initialized = False
-        self._clock_installed = False
         self.random = random.Random(self.seed)
 
     # ------------------------------------------------------------ properties
@@ -130,6 +135,13 @@ class WebSocketTestHelper:
         return self._server
 
     @property
+    def faults(self) -> Faults:
+        """Faults at every depth for this page (:class:`harness.faults.Faults`); cleared at cleanup."""
+        if self._faults is None:
+            self._faults = Faults(self)
+        return self._faults
+
+    @property
     def connections(self) -> list[str]:
         """The URL of every socket the page opened so far, oldest first (from the journal)."""
         return self.journal.connections
@@ -150,10 +162,8 @@ class WebSocketTestHelper:
         # Before any script of the page: the jitter's first draw is already seeded.
         self._page.add_init_script(f"window.__NOVA_WS_SEED = {int(self.seed)};")
         if self.virtual_time:
-            start = datetime.now(UTC)
-            self._page.clock.install(time=start)
-            self._pause_clock(start)
-            self._clock_installed = True
+            # pause_at installs the clock too: paused from the first script on.
+            self._pause_clock(datetime.now(UTC))
         self._load()
         self._initialized = True
         return self
@@ -188,22 +198,38 @@ class WebSocketTestHelper:
         return urlunsplit(parts._replace(query=urlencode(params)))
 
     def _load(self) -> None:
-        self._page.goto(self._page_url())
-        self._wait_js(
-            "() => Boolean(window.__novaWs && window.__novaWs.getState)",
-            "the page to expose window.__novaWs (the reference client's test hook)",
-            hint="is the page the Nova client, served with test mode on?",
+        self._page.goto(self._page_url(), wait_until="domcontentloaded")
+        # One round trip: the hook is there, the page is seeded (apps that ignore
+        # window.__NOVA_WS_SEED but offer seed() get seeded here) and, in real mode,
+        # its socket is open.
+        ready = (
+            "([seed, real]) => { const h = window.__novaWs;"
+            " if (!h || typeof h.getState !== 'function') return false;"
+            " const s = h.getState();"
+            " if (typeof h.seed === 'function' && s.backoff && !s.backoff.seeded) h.seed(seed);"
+            " return !real || s.status === 'connected'; }"
         )
-        # Apps that ignore window.__NOVA_WS_SEED but offer the hook get seeded here.
-        self._page.evaluate(
-            "(seed) => { const h = window.__novaWs;"
-            " if (typeof h.seed === 'function' && !(h.getState().backoff || {}).seeded) h.seed(seed); }",
-            int(self.seed),
-        )
-        if self.mode == "real":
-            self._wait_status_js(
-                "s.status === 'connected'", "the page to open its WebSocket after loading"
+        try:
+            self._page.wait_for_function(
+                ready,
+                arg=[int(self.seed), self.mode == "real"],
+                timeout=self._timeout_ms(None),
+                polling=_POLL_MS,
             )
+        except Exception as exc:  # playwright TimeoutError
+            hooked = _safe(lambda: self._page.evaluate("() => Boolean(window.__novaWs)"))
+            if hooked is not True:
+                raise WaitTimeoutError(
+                    "expected the page to expose window.__novaWs (the reference client's test "
+                    f"hook) within {self._timeout_s(None):.1f} s; is {self._page_url()} the Nova "
+                    "client, served with test mode on?"
+                ) from exc
+            raise WaitTimeoutError(
+                f"expected the page to open its WebSocket after loading within "
+                f"{self._timeout_s(None):.1f} s. Page state: "
+                f"{_safe(lambda: json.dumps(self._brief_state()))}\n"
+                f"Last frames:\n{self.journal.describe(limit=10)}"
+            ) from exc
 
     def _pause_clock(self, start: datetime) -> None:
         # The installed clock runs from `start` until paused, and pause_at refuses a time
@@ -218,8 +244,10 @@ class WebSocketTestHelper:
         raise HarnessError("could not pause the page clock: this machine is too slow to keep up")
 
     def cleanup(self) -> None:
-        """Lift every server-side fault for this client and drop the journal's interceptors."""
+        """Undo every fault this page's test started, and drop the journal's interceptors."""
         try:
+            if self._faults is not None:
+                self._faults.clear()
             self.journal.clear_interceptors()
             if self._server.faults is not None and self.mode == "real":
                 self._server.faults.clear(self._client_id)
@@ -649,7 +677,9 @@ class WebSocketTestHelper:
         self, predicate: str, what: str, timeout: float | None = None, hint: str = ""
     ) -> None:
         try:
-            self._page.wait_for_function(predicate, timeout=self._timeout_ms(timeout), polling=50)
+            self._page.wait_for_function(
+                predicate, timeout=self._timeout_ms(timeout), polling=_POLL_MS
+            )
         except Exception as exc:  # playwright TimeoutError
             raise WaitTimeoutError(
                 f"expected {what} within {self._timeout_s(timeout):.1f} s. "

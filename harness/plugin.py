@@ -16,6 +16,7 @@ from .artifacts import write_failure_artifacts
 from .client import NovaClient
 from .config import SETTINGS, WsConfig, resolve_config
 from .errors import ConfigurationError
+from .faults import Faults
 from .helper import WebSocketTestHelper, new_client_id
 from .server import ServerUnderTest, start_server, worker_id
 
@@ -139,6 +140,16 @@ def _mode_from_marker(marker: pytest.Mark | None) -> Any:
     if mode not in ("real", "synthetic"):
         raise pytest.UsageError(f"@pytest.mark.ws_mode takes 'real' or 'synthetic', got {mode!r}")
     return mode
+
+
+@pytest.fixture
+def ws_faults(ws_helper: WebSocketTestHelper) -> Faults:
+    """``ws_helper.faults``: faults at the server, message and network depths for this test's page.
+
+    Each call returns a handle that is also a context manager; every fault
+    still active is undone at teardown.  See docs/faults.md.
+    """
+    return ws_helper.faults
 
 
 class WsClientFactory(Protocol):

@@ -22,7 +22,7 @@ def test_every_export_is_documented() -> None:
 
 
 def test_every_fixture_has_a_docstring() -> None:
-    fixtures = ["ws_config", "ws_server", "ws_helper", "ws_client"]
+    fixtures = ["ws_config", "ws_server", "ws_helper", "ws_client", "ws_faults"]
     for name in fixtures:
         assert inspect.getdoc(getattr(plugin, name)), name
 
@@ -31,7 +31,7 @@ def test_fixtures_are_documented_in_the_reference() -> None:
     from pathlib import Path
 
     text = (Path(__file__).parent.parent / "docs" / "plugin-reference.md").read_text()
-    for name in ["ws_config", "ws_server", "ws_helper", "ws_client"]:
+    for name in ["ws_config", "ws_server", "ws_helper", "ws_client", "ws_faults"]:
         assert f"`{name}`" in text, name
     for marker in plugin.MARKERS:
         assert f"@pytest.mark.{marker}" in text, marker
