@@ -54,7 +54,13 @@ _NETWORK_DIRECTIONS = {
 
 @dataclass
 class FaultHandle:
-    """An active fault: ``undo()`` ends it (idempotent); ``with`` undoes it on exit."""
+    """An active fault: ``undo()`` ends it (idempotent); ``with`` undoes it on exit.
+
+    ``active`` is False once undone, and from the start for one-off faults
+    (``close``, ``abort``, ``reset``, ``inject``), which have nothing to undo.
+    ``applied`` counts the frames a message-depth rule has acted on so far
+    (None at the other depths).
+    """
 
     name: str
     depth: Depth
@@ -62,6 +68,13 @@ class FaultHandle:
     _undo: Callable[[], None] | None = field(default=None, repr=False)
     _owner: Faults | None = field(default=None, repr=False)
     active: bool = True
+    _applied: Callable[[], int] | None = field(default=None, repr=False)
+    _describe: Callable[[], str] | None = field(default=None, repr=False)
+
+    @property
+    def applied(self) -> int | None:
+        """How many frames a message-depth rule has dropped, delayed, duplicated or held."""
+        return None if self._applied is None else self._applied()
 
     def undo(self) -> None:
         if not self.active:
@@ -81,7 +94,8 @@ class FaultHandle:
         self.undo()
 
     def __str__(self) -> str:
-        return f"{self.depth}: {self.description}"
+        # A message rule describes itself live ("drop pong frame to_client, 1/2 applied").
+        return f"{self.depth}: {self._describe() if self._describe else self.description}"
 
 
 class Faults:
@@ -181,7 +195,10 @@ class Faults:
     def _rule(self, name: str, rule: MessageRule) -> FaultHandle:
         journal = self._helper.journal
         remove = journal.add_rule(rule)
-        return self._start(name, "message", rule.describe(), remove)
+        handle = self._start(name, "message", rule.describe(), remove)
+        handle._applied = lambda: rule.applied
+        handle._describe = rule.describe
+        return handle
 
     def drop(self, type: str | None = None, *, direction: str = "to_client", count: int | None = None) -> FaultHandle:
         """Drop frames of ``type`` (every type when None) going ``direction``, ``count`` of them."""
