@@ -26,7 +26,14 @@ import pytest
 from playwright.sync_api import expect
 
 from e2e.ui import authenticated, channel_messages, channel_row, message_items
-from harness import NovaClient, ServerUnderTest, WebSocketTestHelper, WsConfig, new_client_id, start_server
+from harness import (
+    NovaClient,
+    ServerUnderTest,
+    WebSocketTestHelper,
+    WsConfig,
+    new_client_id,
+    start_server,
+)
 
 LISTENING = re.compile(r"listening on (http://\S+)")
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, HarnessError
 from .journal import normalize_direction
 from .message_faults import Delay, Drop, Duplicate, MessageRule, Stall
 from .profiles import PROFILES
@@ -52,7 +52,23 @@ _NETWORK_DIRECTIONS = {
 }
 
 
-@dataclass
+#: What a test can do instead of a network fault when the proxy is off.
+_WITHOUT_PROXY = {
+    "latency": "At the message depth, faults.delay(ms) delays frames (not bytes).",
+    "bandwidth": "No other depth limits the rate.",
+    "blackhole": (
+        "At the message depth, faults.stall() silences one direction (call it for both); "
+        "at the server depth, faults.hold_handshakes() stalls new connections."
+    ),
+    "slice": "No other depth splits frames.",
+    "limit_data": "At the server depth, faults.abort() ends the connection (1006), between frames.",
+    "reset": "At the server depth, faults.abort() also ends the connection with 1006.",
+    "refuse_connections": "At the server depth, faults.reject_handshakes() fails new connections.",
+    "profile": "At the message depth, faults.delay(ms) delays frames (not bytes).",
+}
+
+
+@dataclass(eq=False)  # handles compare by identity: two equal latencies are two faults
 class FaultHandle:
     """An active fault: ``undo()`` ends it (idempotent); ``with`` undoes it on exit.
 
@@ -87,7 +103,7 @@ class FaultHandle:
             if self._owner is not None:
                 self._owner._forget(self)
 
-    def __enter__(self) -> FaultHandle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -104,7 +120,9 @@ class Faults:
     def __init__(self, helper: WebSocketTestHelper) -> None:
         self._helper = helper
         self._active: list[FaultHandle] = []
-        self._server_rules: dict[str, Callable[[], None]] = {}
+        # The handle that owns the server's reject (or hold) rule for this client: the
+        # server keeps one of each, so a newer call replaces the older handle's rule.
+        self._server_rules: dict[str, FaultHandle] = {}
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -116,7 +134,7 @@ class Faults:
     def clear(self) -> None:
         """Undo every active fault (the fixture calls this at teardown)."""
         errors: list[BaseException] = []
-        for handle in reversed(self._active):
+        for handle in reversed(list(self._active)):
             try:
                 handle.undo()
             except Exception as exc:  # noqa: BLE001 - undo the rest, then report
@@ -150,7 +168,12 @@ class Faults:
 
     def close(self, code: int = 1011, reason: str = "") -> FaultHandle:
         """The server closes the page's live socket with ``code`` (a genuine close frame)."""
-        control = self._control("close", "At the message depth, Playwright's route can only close cleanly.")
+        control = self._control(
+            "close",
+            "No other depth sends a chosen close code (a Playwright route's closes are always "
+            "clean); for a connection lost without a close frame (1006) use faults.reset() at "
+            "the network depth.",
+        )
         control.close_socket(self._helper.client_id, code=code, reason=reason)
         return self._start("close", "server", f"closed the socket with {code} {reason!r}", None, lasting=False)
 
@@ -161,36 +184,78 @@ class Faults:
         return self._start("abort", "server", "dropped the TCP connection (1006)", None, lasting=False)
 
     def reject_handshakes(self, status: int = 503, count: int | None = None) -> FaultHandle:
-        """The server answers the next ``count`` handshakes (all when None) with HTTP ``status``."""
+        """The server answers the next ``count`` handshakes (all when None) with HTTP ``status``.
+
+        The browser sees the socket close with 1006 before it opens.  Undoing
+        it removes what is left of the rule (nothing once ``count`` is used up).
+        Limit: the server clears a client's rules all at once, so undoing a
+        reject that is still pending while ``hold_handshakes`` holds a
+        handshake lets that handshake proceed (the hold rule itself stays).
+        """
         control = self._control(
             "reject_handshakes", "At the network depth, faults.refuse_connections() refuses them."
         )
-        cid = self._helper.client_id
-        control.reject_handshakes(cid, status=status, count=count)
-        self._server_rules["reject"] = lambda: control.reject_handshakes(cid, status=status, count=count)
+        control.reject_handshakes(self._helper.client_id, status=status, count=count)
         what = "every handshake" if count is None else f"the next {count} handshake(s)"
-        return self._start("reject_handshakes", "server", f"rejecting {what} with HTTP {status}",
-                           lambda: self._drop_server_rule("reject"))
+        handle = self._start("reject_handshakes", "server", f"rejecting {what} with HTTP {status}", None)
+        handle._undo = lambda: self._end_server_rule("reject", handle)
+        self._own_server_rule("reject", handle)
+        return handle
 
     def hold_handshakes(self) -> FaultHandle:
-        """The server holds handshakes open, so the page stays CONNECTING, until undone."""
-        control = self._control("hold_handshakes", "At the network depth, faults.blackhole() stalls them too.")
-        cid = self._helper.client_id
-        control.hold_handshakes(cid)
-        self._server_rules["hold"] = lambda: control.hold_handshakes(cid)
-        return self._start("hold_handshakes", "server", "holding handshakes open",
-                           lambda: self._drop_server_rule("hold"))
+        """The server holds handshakes open, so the page stays CONNECTING, until undone.
 
-    def _drop_server_rule(self, kind: str) -> None:
+        Undoing it lets the held handshakes proceed (the server accepts them).
+        """
+        control = self._control("hold_handshakes", "At the network depth, faults.blackhole() stalls them too.")
+        control.hold_handshakes(self._helper.client_id)
+        handle = self._start("hold_handshakes", "server", "holding handshakes open", None)
+        handle._undo = lambda: self._end_server_rule("hold", handle)
+        self._own_server_rule("hold", handle)
+        return handle
+
+    def _own_server_rule(self, kind: str, handle: FaultHandle) -> None:
+        # The server keeps one rule of each kind per client: the new call replaced the old one.
+        replaced = self._server_rules.get(kind)
+        self._server_rules[kind] = handle
+        if replaced is not None and replaced.active:
+            replaced.active = False
+            self._forget(replaced)
+
+    def _end_server_rule(self, kind: str, handle: FaultHandle) -> None:
+        if self._server_rules.get(kind) is not handle:
+            return  # replaced by a newer call, whose handle owns the rule now
+        del self._server_rules[kind]
         control = self._helper.server.faults
-        self._server_rules.pop(kind, None)
         if control is None:
             return
-        control.clear(self._helper.client_id)  # also releases held handshakes
-        for reapply in self._server_rules.values():
-            reapply()
+        cid = self._helper.client_id
+        if kind == "hold":
+            control.release_handshakes(cid)  # removes the hold rule only, lets held ones proceed
+            return
+        # The server can only clear a client's rules all at once: clear them, then put back
+        # the others as they stand now (a drop's remaining count, not its original one).
+        rules = (control.client_info(cid) or {}).get("rules") or {}
+        if not rules.get("reject"):
+            return  # used up already
+        control.clear(cid)
+        if rules.get("hold"):
+            control.hold_handshakes(cid, timeout_ms=rules["hold"].get("timeout_ms"))
+        if rules.get("delay"):
+            control.delay(cid, rules["delay"]["ms"], types=rules["delay"].get("types"))
+        if rules.get("drop"):
+            control.drop(cid, types=rules["drop"].get("types"), count=rules["drop"].get("remaining"))
 
     # ------------------------------------------------------------ message depth
+
+    @staticmethod
+    def _one_way(name: str, direction: str) -> str:
+        if direction == "both":
+            raise ConfigurationError(
+                f"faults.{name}() at the message depth acts on one direction: call it twice, with "
+                "direction='to_client' and direction='to_server' (network faults take 'both')"
+            )
+        return direction
 
     def _rule(self, name: str, rule: MessageRule) -> FaultHandle:
         journal = self._helper.journal
@@ -202,24 +267,32 @@ class Faults:
 
     def drop(self, type: str | None = None, *, direction: str = "to_client", count: int | None = None) -> FaultHandle:
         """Drop frames of ``type`` (every type when None) going ``direction``, ``count`` of them."""
-        return self._rule("drop", Drop(type=type, direction=direction, count=count))
+        return self._rule("drop", Drop(type=type, direction=self._one_way("drop", direction), count=count))
 
     def delay(self, ms: float, *, type: str | None = None, direction: str = "to_client") -> FaultHandle:
         """Forward frames of ``type`` going ``direction`` ``ms`` later (real time)."""
-        return self._rule("delay", Delay(type=type, direction=direction, ms=ms))
+        return self._rule("delay", Delay(type=type, direction=self._one_way("delay", direction), ms=ms))
 
     def duplicate(self, type: str | None = None, *, direction: str = "to_client", count: int = 1) -> FaultHandle:
         """Forward ``count`` frames of ``type`` going ``direction`` twice."""
-        return self._rule("duplicate", Duplicate(type=type, direction=direction, count=count))
+        return self._rule(
+            "duplicate", Duplicate(type=type, direction=self._one_way("duplicate", direction), count=count)
+        )
 
     def stall(self, direction: str = "to_client") -> FaultHandle:
         """Stop forwarding one way (the socket stays open); held frames flow again on undo."""
-        return self._rule("stall", Stall(direction=direction))
+        return self._rule("stall", Stall(direction=self._one_way("stall", direction)))
 
     def inject(self, message: dict[str, Any] | str, *, direction: str = "to_client") -> FaultHandle:
         """Send ``message`` on the page's live socket as if the other side had sent it."""
         payload = message if isinstance(message, str) else json.dumps(message)
-        self._helper.journal.inject(payload, direction=normalize_direction(direction))
+        wanted = normalize_direction(self._one_way("inject", direction))
+        if not self._helper.journal.connections:
+            raise ConfigurationError(
+                "faults.inject() sends on the page's live socket, and the page has opened none yet: "
+                "load the page first (ws_helper.initialize(), which the ws_helper fixture calls)"
+            )
+        self._helper.journal.inject(payload, direction=wanted)
         return self._start("inject", "message", f"injected {payload[:80]} {direction}", None, lasting=False)
 
     # ------------------------------------------------------------ network depth
@@ -229,8 +302,8 @@ class Faults:
         if proxy is None:
             raise ConfigurationError(
                 f"faults.{what}() is a network-depth fault: it needs the fault proxy between the page and "
-                "the server, which is off (--ws-proxy=false, or an https base URL). Turn it on, or use a "
-                "server-depth fault (close, abort, reject_handshakes, hold_handshakes) instead."
+                "the server, which is off (--ws-proxy=false, or an https base URL): turn it on. "
+                + _WITHOUT_PROXY.get(what, "")
             )
         return proxy
 
@@ -271,10 +344,23 @@ class Faults:
         return self._toxic("limit_data", LimitData(nbytes), direction, f"cut after {nbytes} B {direction}")
 
     def reset(self) -> FaultHandle:
-        """TCP RST on the page's live WebSocket connections: the page sees 1006."""
+        """TCP RST on the page's live WebSocket connections: the page sees 1006.
+
+        Raises :class:`HarnessError` when the page has no live WebSocket
+        through the proxy (not loaded through ``ws_server.page_url``, or
+        between two connections), rather than silently doing nothing.
+        """
         proxy = self._proxy("reset")
-        proxy.reset_connections(self._target())
-        return self._start("reset", "network", "reset the page's connections", None, lasting=False)
+        reset = proxy.reset_connections(self._target())
+        if not reset:
+            raise HarnessError(
+                f"faults.reset(): no live WebSocket of client {self._helper.client_id!r} goes through the "
+                "fault proxy, so there was nothing to reset. Load the page through ws_server.page_url() "
+                "and wait until it is connected (ws_helper.wait_for_connection_status('connected'))."
+            )
+        return self._start(
+            "reset", "network", f"reset {len(reset)} connection(s) of the page", None, lasting=False
+        )
 
     def refuse_connections(self) -> FaultHandle:
         """New TCP connections to the app are refused (every client of this worker) until undone."""
@@ -290,16 +376,21 @@ class Faults:
             raise ConfigurationError(
                 f"unknown network profile {name!r}; known: {', '.join(sorted(PROFILES))}"
             ) from None
-        parts = [
-            self.latency(p.latency_ms, jitter=p.jitter_ms),
-            self.bandwidth(p.down_kbps, direction="to_client"),
-            self.bandwidth(p.up_kbps, direction="to_server"),
-        ]
+        self._proxy("profile")
+        parts: list[FaultHandle] = []
+        try:
+            parts.append(self.latency(p.latency_ms, jitter=p.jitter_ms))
+            parts.append(self.bandwidth(p.down_kbps, direction="to_client"))
+            parts.append(self.bandwidth(p.up_kbps, direction="to_server"))
+        except BaseException:
+            for part in reversed(parts):
+                part.undo()
+            raise
         for part in parts:
             self._forget(part)
 
         def undo() -> None:
-            for part in parts:
+            for part in reversed(parts):
                 part.undo()
 
         return self._start(
