@@ -9,6 +9,8 @@ real time.
 
 from __future__ import annotations
 
+import base64
+import random
 from collections.abc import Callable
 
 from playwright.sync_api import expect
@@ -250,3 +252,48 @@ def test_3g_profile_makes_a_round_trip_measurably_slower(
 
     assert slow >= 2 * 0.28125, (baseline, slow)
     assert slow - baseline >= 0.5, (baseline, slow)
+
+
+def test_bandwidth_limits_how_fast_a_large_publish_goes_out(
+    ws_helper: WebSocketTestHelper, ws_faults: Faults, channel: str
+) -> None:
+    """At 256 kbit/s up, a 40 000-character publish takes about a second to reach the server.
+
+    Depth: network (``bandwidth``: the proxy lets 32 000 bytes a second
+    through towards the server).  The content is random base64, so the
+    browser's permessage-deflate cannot shrink it below 6 bits a character:
+    at least 30 000 bytes cross the link.
+    """
+    authenticated(ws_helper)
+    content = base64.b64encode(random.Random(ws_helper.seed).randbytes(30_000)).decode()
+    assert len(content) == 40_000
+    with ws_faults.bandwidth(256, direction="to_server"):
+        ws_helper.publish(channel, content)
+        slow = round_trip_s(ws_helper, sent_publish(ws_helper, content), "delivery_confirmation")
+    assert slow >= 0.85, slow
+    expect(message_items(ws_helper, channel)).to_have_attribute("data-state", "delivered")
+
+
+def test_refused_connections_fail_each_attempt_until_undone(
+    ws_helper: WebSocketTestHelper, ws_faults: Faults
+) -> None:
+    """Nothing accepts connections (like a server that is down): attempts fail until it is undone.
+
+    Depth: network (``refuse_connections``: the proxy stops listening, so the
+    browser's connect is refused; ``reset`` first ends the live socket).
+    Note that this refuses every new connection to the worker's server, not
+    only this page's.
+    """
+    authenticated(ws_helper)
+    with ws_faults.refuse_connections():
+        ws_faults.reset()
+        ws_helper.wait_for_reconnect_info(1)
+        for attempts in (2, 3):
+            ws_helper.advance_to_next_reconnect()
+            ws_helper.wait_for_reconnect_info(attempts)
+        expect(error_codes(ws_helper).first).to_have_text("1006")
+        assert len(ws_helper.connections) == 3
+
+    ws_helper.advance_to_next_reconnect()
+    ws_helper.wait_for_auth_status("Authenticated")
+    ws_helper.wait_for_reconnect_info(0)
