@@ -383,9 +383,8 @@ class WebSocketTestHelper:
         if self._status() == "connected":
             self._close_live(faults, 1001, reason or "server going away (test)")
             self._wait_status_js("s.status !== 'connected'", "the page to notice the close")
-        if self._status() != "connecting":
-            self._start_next_attempt("set_connection_status('connecting')")
-        self.wait_for_connection_status("connecting")
+        extra = 0.0 if self._status() == "connecting" else self._start_next_attempt()
+        self.wait_for_connection_status("connecting", timeout=self._timeout_s(None) + extra)
         self._wait_until(
             lambda: self._held() > 0,
             "the server to hold the page's handshake",
@@ -396,9 +395,12 @@ class WebSocketTestHelper:
         faults = self._require_faults("set_connection_status('connected')")
         self._settle()
         faults.clear(self._client_id)  # also lets a held handshake proceed
-        if self._status() in ("disconnected", "error"):
-            self._start_next_attempt("set_connection_status('connected')")
-        self._wait_status_js("s.status === 'connected'", "the page to open its WebSocket")
+        extra = self._start_next_attempt() if self._status() in ("disconnected", "error") else 0.0
+        self._wait_status_js(
+            "s.status === 'connected'",
+            "the page to open its WebSocket",
+            timeout=self._timeout_s(None) + extra,
+        )
         self.wait_for_connection_status("connected")
 
     def _real_disconnected(self, reason: str | None) -> None:
@@ -616,15 +618,21 @@ class WebSocketTestHelper:
             if "409" not in str(exc):
                 raise
 
-    def _start_next_attempt(self, what: str) -> None:
-        """Make the page try again: run the clock to its reconnect, or click Reconnect."""
+    def _start_next_attempt(self) -> float:
+        """Make the page try again: run the clock to its reconnect, or click Reconnect.
+
+        Returns the seconds to allow on top of a wait for the attempt: with
+        real timers, what remains of the page's backoff delay.
+        """
         state = self.state()
-        if state.get("nextReconnectAt") is not None and self.virtual_time:
-            self.advance_to_next_reconnect()
-        elif state.get("nextReconnectAt") is not None:
-            pass  # real time: the page's own timer will fire
-        else:
+        if state.get("nextReconnectAt") is None:
             self._page.get_by_test_id(self.config.test_ids.reconnect_button).click()
+            return 0.0
+        if self.virtual_time:
+            self.advance_to_next_reconnect()
+            return 0.0
+        now = float(self._page.evaluate("() => Date.now()"))
+        return max(0.0, (float(state["nextReconnectAt"]) - now) / 1000)
 
     def _require_faults(self, what: str) -> Any:
         if self._server.faults is None:
