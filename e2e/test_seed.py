@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import WebSocketTestHelper
+from harness import FaultControl, WebSocketTestHelper
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,25 @@ def test_the_seed_flow_on_an_authenticated_page(ws_helper: WebSocketTestHelper) 
     ws_helper.wait_for_auth_status("Authenticated")  # again, with the accepted key
     ws_helper.wait_for_reconnect_info(0)
     assert len(ws_helper.journal.find("auth_success")) == 2
+
+
+def test_connection_states_keep_the_tests_frame_faults(
+    ws_helper: WebSocketTestHelper, faults: FaultControl
+) -> None:
+    """``disconnected`` and ``connecting`` change handshake rules only; ``connected`` lifts all.
+
+    Depth: server (a ``drop`` rule on ``pong`` frames set by the test).
+    """
+    ws_helper.authenticate()
+    ws_helper.wait_for_auth_status("Authenticated")
+    faults.drop(ws_helper.client_id, types=["pong"])
+
+    for status in ("disconnected", "connecting"):
+        ws_helper.set_connection_status(status)
+        rules = faults.client_info(ws_helper.client_id)["rules"]
+        assert rules["drop"]["types"] == ["pong"], (status, rules)
+        assert rules["hold"] is not None, (status, rules)
+
+    ws_helper.set_connection_status("connected")
+    ws_helper.wait_for_auth_status("Authenticated")
+    assert faults.client_info(ws_helper.client_id)["rules"]["drop"] is None

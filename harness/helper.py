@@ -325,7 +325,8 @@ class WebSocketTestHelper:
             (its reaction to a failed connection), or ``error`` if it gave up
             for good: this returns once it has reacted.
         ``"connecting"``
-            the server holds handshakes open and the clock advances to the
+            the server stops rejecting and holds handshakes open (rules on
+            frames, ``drop``/``delay``, stay) and the clock advances to the
             page's next reconnect (an open socket is first closed with 1001),
             so the page is genuinely CONNECTING; returns once the server holds
             the handshake.
@@ -378,7 +379,7 @@ class WebSocketTestHelper:
         self._settle()
         if self._status() == "connecting" and self._held() > 0:
             return
-        faults.clear(cid)
+        self._lift_handshake_rules(faults)
         faults.hold_handshakes(cid)
         if self._status() == "connected":
             self._close_live(faults, 1001, reason or "server going away (test)")
@@ -410,7 +411,7 @@ class WebSocketTestHelper:
         # A held handshake is given up by the page (virtual time), or opens and is
         # closed cleanly below.
         self._release_held_into(faults)
-        faults.clear(cid)
+        self._lift_handshake_rules(faults)
         faults.hold_handshakes(cid)
         if self._status() == "connected":
             self._close_live(faults, 1000, reason or "closed by the test")
@@ -577,6 +578,21 @@ class WebSocketTestHelper:
             lambda: self._status() != "connecting" or self._held() > 0,
             "the page's handshake in flight to open, fail or be held by the server",
         )
+
+    def _lift_handshake_rules(self, faults: Any) -> None:
+        """Remove this client's reject and hold rules; keep its drop and delay rules.
+
+        The control API only clears a client's rules all at once, so the
+        frame rules a test set are put back right after.
+        """
+        cid = self._client_id
+        rules = faults.client_info(cid).get("rules") or {}
+        faults.clear(cid)
+        drop, delay = rules.get("drop"), rules.get("delay")
+        if drop:
+            faults.drop(cid, types=drop.get("types"), count=drop.get("remaining"))
+        if delay:
+            faults.delay(cid, ms=delay["ms"], types=delay.get("types"))
 
     def _release_held_into(self, faults: Any) -> None:
         """Make a handshake the server is holding fail; wait until the page has given it up.
