@@ -134,12 +134,13 @@ def test_invalid_frames_fail_the_test_at_teardown_unless_marked(pytester: pytest
         """
         import pytest
 
-        SEND_BAD = "() => window.__novaWs.debugSend ? 0 : 0"
-
         def _send_bad(ws_helper):
             ws_helper.page.evaluate(
-                "(url) => new Promise(r => { const w = new WebSocket(url); w.onopen = () => { w.send('not json'); r(); }; })",
-                ws_helper.server.ws_url("other-" + ws_helper.client_id),
+                "(id) => new Promise((resolve, reject) => {"
+                " const w = new WebSocket(location.origin.replace(/^http/, 'ws') + '/debug/' + id);"
+                " w.onopen = () => { w.send('not json'); resolve(); };"
+                " w.onclose = (e) => reject(new Error('closed ' + e.code)); })",
+                "other-" + ws_helper.client_id,
             )
             ws_helper.expect_frame("error", match={"code": "invalid_message"})
 
