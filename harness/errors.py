@@ -5,8 +5,13 @@
     HarnessError
     ├── BrowserNotFoundError        no Chromium to drive
     ├── ServerStartError            the server under test did not come up
-    ├── ConfigurationError          a bad option, ini key or fixture override
-    └── WaitTimeoutError            a wait's deadline passed (also an AssertionError)
+    ├── ConfigurationError          a bad option, ini key, marker, fixture override or fault
+    ├── WaitTimeoutError            a wait's deadline passed (also an AssertionError)
+    ├── ProtocolClientError         the server refused a ws_client operation (client.py)
+    ├── FaultControlError           the /__harness API refused a request (control.py)
+    └── ProxyError                  the fault proxy failed (proxy/errors.py), with
+        ├── ProxyConfigError        a bad toxic, direction or target
+        └── ProxyTimeoutError       a proxy control call or wait missed its deadline
 
 Messages say what was expected, what was found, and the likely fix.
 """
