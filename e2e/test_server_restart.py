@@ -55,7 +55,7 @@ class ServerProcess:
         command = [
             sys.executable, "-m", "reference_server",
             "--host", "127.0.0.1", "--port", str(self.port), "--frontend-port", "-1",
-            "--db", str(self.db), "--test-mode", "--test-token", self.token, "--log-level", "warning",
+            "--db", str(self.db), "--test-mode", f"--test-token={self.token}", "--log-level", "warning",
         ]  # fmt: skip
         with self.log.open("a", encoding="utf-8") as log:
             self.process = subprocess.Popen(
@@ -101,7 +101,7 @@ class ServerProcess:
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     """A reference server of this test's own, killed at teardown whatever happened."""
-    process = ServerProcess(tmp_path, secrets.token_urlsafe(12))
+    process = ServerProcess(tmp_path, secrets.token_hex(12))
     process.start()
     try:
         yield process
