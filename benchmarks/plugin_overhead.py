@@ -34,7 +34,7 @@ from playwright.sync_api import expect
 @pytest.mark.parametrize("i", range({n}))
 def test_bare(page, ws_server, i):
     page.goto(ws_server.page_url("bare-" + uuid.uuid4().hex[:12]))
-    expect(page.get_by_test_id("connection-status")).to_contain_text("connected")
+    expect(page.get_by_test_id("connection-status")).to_have_text("connected")
 '''
 
 HARNESS = '''

@@ -82,7 +82,7 @@ class NovaClient:
         self._max_size = max_size
         self._conn: ClientConnection | None = None
         self._frames: list[ReceivedFrame] = []
-        self._cursor = 0
+        self._consumed: set[int] = set()
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
         self._closed = threading.Event()
@@ -241,8 +241,8 @@ class NovaClient:
 
         ``match`` is a dict compared against the message's ``data`` (nested
         dicts compare as subsets), or a predicate on the whole message.  Frames
-        are consumed in order: two ``expect`` calls for the same type see two
-        different frames.
+        are consumed one by one: two ``expect`` calls for the same type see two
+        different frames, and a frame skipped by one ``expect`` is still there for the next.
         """
         def pred(m: dict[str, Any]) -> bool:
             return frame_matches(m, type=type, match=match)
@@ -260,7 +260,9 @@ class NovaClient:
         deadline = time.monotonic() + within
         with self._cond:
             while True:
-                for frame in self._frames[self._cursor:]:
+                for index, frame in enumerate(self._frames):
+                    if index in self._consumed:
+                        continue
                     if frame_matches(frame.message, type=type, match=match):
                         raise AssertionError(
                             f"client {self.client_id!r}: expected no {type or 'frame'} within {within} s, "
@@ -277,15 +279,14 @@ class NovaClient:
         timeout = self._timeout(timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
-            start = self._cursor if consume else 0
             while True:
-                for index in range(start, len(self._frames)):
-                    frame = self._frames[index]
+                for index, frame in enumerate(self._frames):
+                    if consume and index in self._consumed:
+                        continue
                     if pred(frame.message):
                         if consume:
-                            self._cursor = index + 1
+                            self._consumed.add(index)
                         return frame
-                start = len(self._frames) if consume else 0
                 if self._closed.is_set():
                     raise WaitTimeoutError(
                         f"client {self.client_id!r}: expected {what}, but the socket closed "

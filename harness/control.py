@@ -64,7 +64,7 @@ class FaultControl:
         return self._call("POST", f"{self._client(client_id)}/hold", {"timeout_ms": timeout_ms})
 
     def release_handshakes(self, client_id: str) -> Any:
-        """Let held handshakes proceed (they are judged again: a reject rule still applies)."""
+        """Let held handshakes proceed: the server accepts them (reject rules are not applied again)."""
         return self._call("POST", f"{self._client(client_id)}/release", {})
 
     def delay(self, client_id: str, ms: int, types: list[str] | None = None) -> Any:

@@ -91,3 +91,12 @@ def test_fault_control_with_a_wrong_token_says_so(live_server: LiveServer) -> No
             control.state()
     finally:
         control.close()
+
+
+def test_expect_leaves_skipped_frames_for_later(live_server: LiveServer) -> None:
+    with _client(live_server, "gina") as gina:
+        gina.authenticate("valid-test-key")
+        gina.ping()
+        gina.subscribe("skips")
+        assert gina.expect("subscribed")["data"]["channel"] == "skips"
+        assert gina.expect("pong")["type"] == "pong"
