@@ -32,7 +32,7 @@ def write_failure_artifacts(helper: WebSocketTestHelper, out_dir: Path) -> dict[
             encoding="utf-8",
         )
         paths["status_history"] = target
-    except Exception:  # noqa: BLE001 - the page may be closed or not the Nova client
+    except Exception:  # noqa: BLE001, S110 - the page may be closed or not the Nova client
         pass
     lines = helper.server.log_lines(helper.client_id)
     if lines:

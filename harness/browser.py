@@ -25,12 +25,12 @@ from typing import Literal
 from .errors import BrowserNotFoundError
 
 __all__ = [
+    "CHROMIUM_FLAGS",
+    "SYSTEM_CHROMIUM_NAMES",
     "ChromiumInfo",
+    "ensure_chromium",
     "find_chromium",
     "launch_args",
-    "ensure_chromium",
-    "SYSTEM_CHROMIUM_NAMES",
-    "CHROMIUM_FLAGS",
 ]
 
 #: Executable names tried on ``PATH`` and in /usr/bin, in order.

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -31,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 from .errors import HarnessError, WaitTimeoutError
 from .matching import describe_frames, frame_matches
 
-__all__ = ["NovaClient", "ReceivedFrame", "ProtocolClientError"]
+__all__ = ["NovaClient", "ProtocolClientError", "ReceivedFrame"]
 
 
 class ProtocolClientError(HarnessError):
@@ -143,7 +143,7 @@ class NovaClient:
         if self._conn is not None and not self._closed.is_set():
             try:
                 self._conn.close(code, reason)
-            except Exception:  # noqa: BLE001 - already closing; the reader records the code
+            except Exception:  # noqa: BLE001, S110 - already closing; the reader records the code
                 pass
         self._closed.wait(self._timeout(timeout))
         return self.close_code
@@ -304,7 +304,7 @@ class NovaClient:
     def _timeout(self, timeout: float | None) -> float:
         return self.default_timeout if timeout is None else timeout
 
-    def __enter__(self) -> NovaClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

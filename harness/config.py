@@ -21,11 +21,11 @@ from typing import Any, Literal, get_args
 from .errors import ConfigurationError
 
 __all__ = [
+    "SETTINGS",
     "Mode",
+    "Setting",
     "TestIds",
     "WsConfig",
-    "Setting",
-    "SETTINGS",
     "resolve_config",
 ]
 

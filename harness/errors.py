@@ -19,10 +19,10 @@ Messages say what was expected, what was found, and the likely fix.
 from __future__ import annotations
 
 __all__ = [
-    "HarnessError",
     "BrowserNotFoundError",
-    "ServerStartError",
     "ConfigurationError",
+    "HarnessError",
+    "ServerStartError",
     "WaitTimeoutError",
 ]
 

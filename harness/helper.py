@@ -244,15 +244,26 @@ class WebSocketTestHelper:
         raise HarnessError("could not pause the page clock: this machine is too slow to keep up")
 
     def cleanup(self) -> None:
-        """Undo every fault this page's test started, and drop the journal's interceptors."""
-        try:
-            if self._faults is not None:
-                self._faults.clear()
-            self.journal.clear_interceptors()
-            if self._server.faults is not None and self.mode == "real":
-                self._server.faults.clear(self._client_id)
-        finally:
-            self._initialized = False
+        """Undo every fault this page's test started, and drop the journal's interceptors.
+
+        Every step runs even when an earlier one fails (the server may be gone);
+        the first error is raised at the end.
+        """
+        errors: list[BaseException] = []
+        steps: list[Callable[[], object]] = [self.journal.clear_interceptors]
+        if self._faults is not None:
+            steps.insert(0, self._faults.clear)
+        if self._server.faults is not None and self.mode == "real":
+            control = self._server.faults
+            steps.append(lambda: control.clear(self._client_id))
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - run the other steps, then report
+                errors.append(exc)
+        self._initialized = False
+        if errors:
+            raise errors[0]
 
     def check_frames(self) -> None:
         """Raise AssertionError listing every frame that violated the protocol.

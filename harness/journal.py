@@ -250,8 +250,11 @@ class FrameJournal:
 
     def inject(self, payload: str | bytes, *, direction: Direction = "received") -> Frame:
         """Send ``payload`` on the latest socket as if the other side had sent it, and journal it."""
-        frame = self.record(len(self._connections) - 1, self._connections[-1] if self._connections else "",
-                            direction, payload)
+        if not self._routes:
+            raise ConfigurationError(
+                "the page has no WebSocket yet: load the page (ws_helper.initialize) before message faults"
+            )
+        frame = self.record(len(self._connections) - 1, self._connections[-1], direction, payload)
         self._send_live(payload, direction)
         return frame
 
@@ -494,5 +497,5 @@ def _shown(raw: str | bytes, limit: int = 500) -> str:
 def _quiet_send(send: Callable[[Any], None], payload: str | bytes) -> None:
     try:
         send(payload)
-    except Exception:  # noqa: BLE001 - the socket closed while the frame was delayed
+    except Exception:  # noqa: BLE001, S110 - the socket closed while the frame was delayed
         pass

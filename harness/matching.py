@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Match", "frame_matches", "subset_matches", "describe_frames"]
+__all__ = ["Match", "describe_frames", "frame_matches", "subset_matches"]
 
 #: A ``match`` argument: a dict compared as a subset of the message's ``data``,
 #: or a predicate on the whole message.

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Literal
 
 from .journal import Direction, Frame, normalize_direction
 
-__all__ = ["Emit", "MessageRule", "Drop", "Delay", "Duplicate", "Stall"]
+__all__ = ["Delay", "Drop", "Duplicate", "Emit", "MessageRule", "Stall"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pytest
 
@@ -34,8 +34,14 @@ MARKERS = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("nova_ws", "Nova WebSocket harness (CLI > env > ini > default)")
     for setting in SETTINGS:
-        group.addoption(setting.option, dest=f"nova_ws_{setting.field}", default=None, help=f"{setting.help}; env {setting.env}, ini {setting.ini}")
-        parser.addini(setting.ini, help=setting.help, type="linelist" if setting.field == "test_ids" else "string", default=None)
+        group.addoption(
+            setting.option,
+            dest=f"nova_ws_{setting.field}",
+            default=None,
+            help=f"{setting.help}; env {setting.env}, ini {setting.ini}",
+        )
+        ini_type: Literal["linelist", "string"] = "linelist" if setting.field == "test_ids" else "string"
+        parser.addini(setting.ini, help=setting.help, type=ini_type, default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NetworkProfile", "PROFILES"]
+__all__ = ["PROFILES", "NetworkProfile"]
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config import WsConfig
 from .control import FaultControl
 from .errors import ServerStartError
 from .proxy import FaultProxy
 
-__all__ = ["ServerUnderTest", "start_server", "load_asgi_app", "worker_id"]
+__all__ = ["ServerUnderTest", "load_asgi_app", "start_server", "worker_id"]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -189,7 +189,7 @@ def start_server(config: WsConfig, workdir: Path, *, startup_timeout: float = 20
         kind = "reference"
         max_size = settings.max_message_bytes
         hub = app.state.hub
-        before_shutdown = lambda: hub.close_all(1001, "server shutting down")  # noqa: E731
+        before_shutdown = lambda: hub.close_all(1001, "server shutting down")
     server = NovaUvicornServer(
         uvicorn_config(app, max_message_bytes=max_size, log_level="info", configure_logging=False), before_shutdown=before_shutdown
     )

@@ -5,4 +5,4 @@ from __future__ import annotations
 from .app import create_app
 from .settings import Settings
 
-__all__ = ["create_app", "Settings"]
+__all__ = ["Settings", "create_app"]

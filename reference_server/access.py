@@ -21,13 +21,13 @@ from typing import Literal
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, is_valid_channel, is_valid_client_id
 
 __all__ = [
-    "Action",
-    "AccessRule",
     "ACCESS_RULES",
-    "required_permission",
+    "AccessRule",
+    "Action",
     "channel_problem",
-    "client_id_problem",
     "check_access",
+    "client_id_problem",
+    "required_permission",
 ]
 
 Action = Literal["subscribe", "publish"]

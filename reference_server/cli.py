@@ -9,9 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .settings import Settings
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = settings_from_args(args)
-    except Exception as exc:  # pydantic ValidationError: show it plainly
+    except ValidationError as exc:  # show the settings errors plainly
         print(f"nova-ws: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     try:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Peer", "Hub", "Subscription"]
+__all__ = ["Hub", "Peer", "Subscription"]
 
 
 class Peer(Protocol):

@@ -8,7 +8,7 @@ from .hub import Hub
 from .protocol import now_iso
 from .storage import Storage, StoredMessage
 
-__all__ = ["publish", "channel_message_frame"]
+__all__ = ["channel_message_frame", "publish"]
 
 
 def channel_message_frame(msg: StoredMessage, *, to_client: str = "server") -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["bind_socket", "NovaUvicornServer", "ServerThread", "uvicorn_config", "WS_IMPLEMENTATION"]
+__all__ = ["WS_IMPLEMENTATION", "NovaUvicornServer", "ServerThread", "bind_socket", "uvicorn_config"]
 
 #: uvicorn's WebSocket implementation: the websockets sans-I/O protocol
 #: (see docs/architecture.md for why).
@@ -82,7 +82,7 @@ class NovaUvicornServer(uvicorn.Server):
         if self._before_shutdown is not None:
             try:
                 await asyncio.wait_for(self._before_shutdown(), timeout=5)
-            except Exception:  # noqa: BLE001 - shutdown must go on; the error is logged
+            except Exception:
                 logging.getLogger("reference_server").exception("closing WebSockets failed")
         await super().shutdown(sockets)
 

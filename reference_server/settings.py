@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "DEFAULT_API_KEYS"]
+__all__ = ["DEFAULT_API_KEYS", "Settings"]
 
 #: API key -> permissions.  ``admin`` may publish to ``announcements`` and use
 #: ``admin:*`` channels (see docs/protocol.md, "Access control").

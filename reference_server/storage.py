@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Storage", "StoredMessage", "Thread", "ClientErrorRecord", "ChannelInfo"]
+__all__ = ["ChannelInfo", "ClientErrorRecord", "Storage", "StoredMessage", "Thread"]
 
 T = TypeVar("T")
 
@@ -117,7 +117,7 @@ class ChannelInfo:
 
 
 class _Job:
-    __slots__ = ("fn", "args", "future", "loop", "transactional")
+    __slots__ = ("args", "fn", "future", "loop", "transactional")
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted([*ROOT.joinpath("docs").glob("*.md"), ROOT / "README.md"])
-FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def _blocks(path: Path) -> list[str]:
@@ -39,6 +39,6 @@ def test_examples_pass_as_tests(doc: Path, pytester: pytest.Pytester) -> None:
         pytester.makepyfile(**{f"test_example_{index}": block})
     if fixtures:
         pytester.makeconftest("\n\n".join(fixtures))
-    expected = sum(len(re.findall(r"^def test_", b, re.M)) for b in tests)
+    expected = sum(len(re.findall(r"^def test_", b, re.MULTILINE)) for b in tests)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(passed=expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import harness
-import harness.plugin as plugin
+from harness import plugin
 
 
 def test_all_lists_exactly_the_public_names() -> None:

@@ -12,7 +12,6 @@ from harness import browser
 from harness.errors import BrowserNotFoundError
 
 
-
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=180)
 
@@ -24,7 +23,7 @@ def test_options_are_listed_in_a_help_group(pytester: pytest.Pytester) -> None:
     for option in ("--ws-app", "--ws-base-url", "--ws-mode", "--ws-timeout", "--ws-api-key", "--ws-test-ids"):
         assert option in out, option
     for ini in ("ws_app", "ws_mode", "ws_timeout", "ws_api_key", "ws_path", "ws_page_path"):
-        assert re.search(rf"^\s+{ini} \(", out, re.M), ini
+        assert re.search(rf"^\s+{ini} \(", out, re.MULTILINE), ini
 
 
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
