@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from .settings import Settings
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = settings_from_args(args)
-    except ValidationError as exc:  # show the settings errors plainly
+    except (ValidationError, SettingsError, ValueError) as exc:  # show the settings errors plainly
         print(f"nova-ws: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     try:
