@@ -153,6 +153,7 @@ class FrameJournal:
         self._consumed: set[int] = set()
         self._connections: list[str] = []
         self._lock = threading.RLock()
+        self._arrived = threading.Condition(self._lock)
         self._t0 = time.monotonic()
         self.interceptors: list[Interceptor] = []
         self._rules: list[Any] = []
@@ -299,6 +300,7 @@ class FrameJournal:
                 violation=violation,
             )
             self._frames.append(frame)
+            self._arrived.notify_all()
         return frame
 
     # ------------------------------------------------------------ reading
@@ -429,10 +431,13 @@ class FrameJournal:
             self._wait(min(remaining, 0.05))
 
     def _wait(self, seconds: float) -> None:
+        # With Playwright, frames arrive only while its event loop runs: the pump runs it.
+        # Without a pump, frames come from other threads and wake this wait.
         if self._pump is not None:
             self._pump(seconds)
         else:
-            time.sleep(seconds)
+            with self._arrived:
+                self._arrived.wait(seconds)
 
     def describe(self, limit: int = 30) -> str:
         shown = []

@@ -14,7 +14,8 @@ anything else          ``read``            ``write``
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hmac
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,3 +89,18 @@ def check_access(channel: str, action: Action, permissions: Collection[str]) -> 
     if needed in permissions:
         return None
     return f"{action} on {channel!r} requires the {needed!r} permission; this key has {sorted(permissions)}"
+
+
+def lookup_api_key(api_keys: Mapping[str, list[str]], presented: str) -> list[str] | None:
+    """The permissions of ``presented``, or None when it is no configured key.
+
+    Constant time with respect to the key contents: every configured key is
+    compared with :func:`hmac.compare_digest` (on UTF-8 bytes, so non-ASCII
+    input cannot raise), without stopping at the first match.
+    """
+    given = presented.encode("utf-8", "surrogatepass")
+    found: list[str] | None = None
+    for key, permissions in api_keys.items():
+        if hmac.compare_digest(key.encode("utf-8", "surrogatepass"), given):
+            found = permissions
+    return found

@@ -22,7 +22,6 @@ Contract (documented in docs/protocol.md and in the OpenAPI document):
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from collections.abc import Mapping
@@ -46,7 +45,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .access import check_access
+from .access import check_access, lookup_api_key
 from .hub import Hub
 from .messaging import publish
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, PROTOCOL_VERSION, json_schema
@@ -74,7 +73,6 @@ __all__ = [
     "ValidationErrorResponse",
     "ValidationProblem",
     "install",
-    "lookup_api_key",
     "router",
 ]
 
@@ -417,21 +415,6 @@ class Principal:
     """The caller, as identified by its API key (the key itself is never kept)."""
 
     permissions: frozenset[str]
-
-
-def lookup_api_key(api_keys: Mapping[str, list[str]], presented: str) -> list[str] | None:
-    """The permissions of ``presented``, or None when it is no configured key.
-
-    Constant time with respect to the key contents: every configured key is
-    compared with :func:`hmac.compare_digest` (on UTF-8 bytes, so non-ASCII
-    input cannot raise), without stopping at the first match.
-    """
-    given = presented.encode("utf-8", "surrogatepass")
-    found: list[str] | None = None
-    for key, permissions in api_keys.items():
-        if hmac.compare_digest(key.encode("utf-8", "surrogatepass"), given):
-            found = permissions
-    return found
 
 
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -57,7 +57,6 @@ logs a warning.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -71,7 +70,14 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import messaging
-from .access import Action, channel_problem, check_access, client_id_problem, required_permission
+from .access import (
+    Action,
+    channel_problem,
+    check_access,
+    client_id_problem,
+    lookup_api_key,
+    required_permission,
+)
 from .faults import Accept, FaultController, Hold, Reject
 from .hub import Hub
 from .protocol import (
@@ -621,15 +627,6 @@ class _Session:
 
     # ------------------------------------------------------------ handlers
 
-    def _permissions_for(self, api_key: str) -> list[str] | None:
-        """The key's permissions, comparing against every key in constant time."""
-        candidate = api_key.encode("utf-8")
-        found: list[str] | None = None
-        for key, permissions in self.settings.api_keys.items():
-            if hmac.compare_digest(key.encode("utf-8"), candidate) and found is None:
-                found = permissions
-        return found
-
     async def on_connect(self, msg: ConnectMessage) -> None:
         if self.conn.authenticated:
             await self.error(
@@ -638,7 +635,7 @@ class _Session:
                 operation_id=msg.id,
             )
             return
-        permissions = self._permissions_for(msg.data.api_key)
+        permissions = lookup_api_key(self.settings.api_keys, msg.data.api_key)
         if permissions is None:
             await self.error(
                 ErrorCode.AUTH_FAILED,
