@@ -949,7 +949,10 @@ class FaultProxy:
         return sock
 
     def _bound_socket(self, address: tuple[Any, ...]) -> socket.socket:
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: accepted sockets inherit the proto, and asyncio sets
+        # TCP_NODELAY only on sockets that declare TCP.  Without it Nagle's algorithm
+        # holds a response's second write until the browser's delayed ACK (about 40 ms).
+        sock = socket.socket(self._family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if hasattr(socket, "SO_REUSEPORT"):
