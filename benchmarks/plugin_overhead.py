@@ -3,8 +3,9 @@
 Two generated suites of N tests load the same reference page and wait for the
 socket to be connected:
 
-* bare: pytest-playwright's ``page`` + ``ws_server`` (only for its URL),
-  ``page.goto`` and an ``expect`` on the status;
+* bare: pytest-playwright's ``page`` + ``ws_server`` (only to have a server),
+  ``page.goto`` straight to the server (no fault proxy) and an ``expect`` on
+  the status;
 * harness: ``ws_helper`` (journal route, paused virtual clock, seeded
   randomness, protocol validation, fault cleanup at teardown).
 
@@ -33,7 +34,8 @@ from playwright.sync_api import expect
 
 @pytest.mark.parametrize("i", range({n}))
 def test_bare(page, ws_server, i):
-    page.goto(ws_server.page_url("bare-" + uuid.uuid4().hex[:12]))
+    # Straight to the server, as a project without the harness would load its page.
+    page.goto(ws_server.config.page_url(ws_server.http_url, "bare-" + uuid.uuid4().hex[:12]))
     expect(page.get_by_test_id("connection-status")).to_have_text("connected")
 '''
 

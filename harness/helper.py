@@ -49,7 +49,10 @@ _STATE = "window.__novaWs.getState()"
 
 #: Polling interval of in-page waits (ms).  Not requestAnimationFrame: the paused
 #: virtual clock holds animation frames too.
-_POLL_MS = 20
+_POLL_MS = 10
+#: Polling interval of the wait for a loaded page's hook and socket: short, since
+#: every test waits on it once and it lasts tens of milliseconds.
+_READY_POLL_MS = 5
 
 
 def new_client_id(prefix: str = "t") -> str:
@@ -95,6 +98,7 @@ class WebSocketTestHelper:
         seed: int | None = None,
         validate_frames: bool = True,
         page_query: Mapping[str, Any] | None = None,
+        context_prepared: bool = False,
     ) -> None:
         self._page = page
         self._server = server
@@ -110,7 +114,21 @@ class WebSocketTestHelper:
         self.fail_on_invalid_frames = validate_frames
         self._faults: Faults | None = None
         self._initialized = False
+        self._context_prepared = context_prepared
         self.random = random.Random(self.seed)
+
+    @staticmethod
+    def prepare_context(context: Any, *, seed: int, virtual_time: bool = True) -> None:
+        """Seed the pages of ``context`` and, with ``virtual_time``, install its clock paused.
+
+        The same set-up :meth:`initialize` does on its page, done once on the
+        browser context before its first page exists, where it is cheaper (no
+        page to update).  Pass ``context_prepared=True`` to the helpers of the
+        context's pages so they skip it.  The ``ws_helper`` fixture does this.
+        """
+        context.add_init_script(_seed_script(seed))
+        if virtual_time:
+            _pause_clock(context.clock, datetime.now(UTC))
 
     # ------------------------------------------------------------ properties
 
@@ -159,11 +177,12 @@ class WebSocketTestHelper:
         if self._initialized:
             return self
         self.journal.attach(self._page, re.compile(r"^wss?://"))
-        # Before any script of the page: the jitter's first draw is already seeded.
-        self._page.add_init_script(f"window.__NOVA_WS_SEED = {int(self.seed)};")
-        if self.virtual_time:
-            # pause_at installs the clock too: paused from the first script on.
-            self._pause_clock(datetime.now(UTC))
+        if not self._context_prepared:
+            # Before any script of the page: the jitter's first draw is already seeded.
+            self._page.add_init_script(_seed_script(self.seed))
+            if self.virtual_time:
+                # pause_at installs the clock too: paused from the first script on.
+                _pause_clock(self._page.clock, datetime.now(UTC))
         self._load()
         self._initialized = True
         return self
@@ -214,7 +233,7 @@ class WebSocketTestHelper:
                 ready,
                 arg=[int(self.seed), self.mode == "real"],
                 timeout=self._timeout_ms(None),
-                polling=_POLL_MS,
+                polling=_READY_POLL_MS,
             )
         except Exception as exc:  # playwright TimeoutError
             hooked = _safe(lambda: self._page.evaluate("() => Boolean(window.__novaWs)"))
@@ -230,18 +249,6 @@ class WebSocketTestHelper:
                 f"{_safe(lambda: json.dumps(self._brief_state()))}\n"
                 f"Last frames:\n{self.journal.describe(limit=10)}"
             ) from exc
-
-    def _pause_clock(self, start: datetime) -> None:
-        # The installed clock runs from `start` until paused, and pause_at refuses a time
-        # already past; on a busy machine the first margin can be too short.
-        for margin_s in (1, 10, 60):
-            try:
-                self._page.clock.pause_at(start + timedelta(seconds=margin_s))
-                return
-            except Exception as exc:  # playwright Error: "Cannot fast-forward to the past"
-                if "past" not in str(exc):
-                    raise
-        raise HarnessError("could not pause the page clock: this machine is too slow to keep up")
 
     def cleanup(self) -> None:
         """Undo every fault this page's test started, and drop the journal's interceptors.
@@ -750,6 +757,23 @@ class WebSocketTestHelper:
     def _pump(self, seconds: float) -> None:
         # Lets Playwright dispatch events (routed frames) while the test thread waits.
         self._page.wait_for_timeout(max(1, int(seconds * 1000)))
+
+
+def _seed_script(seed: int) -> str:
+    return f"window.__NOVA_WS_SEED = {int(seed)};"
+
+
+def _pause_clock(clock: Any, start: datetime) -> None:
+    # The installed clock runs from `start` until paused, and pause_at refuses a time
+    # already past; on a busy machine the first margin can be too short.
+    for margin_s in (1, 10, 60):
+        try:
+            clock.pause_at(start + timedelta(seconds=margin_s))
+            return
+        except Exception as exc:  # playwright Error: "Cannot fast-forward to the past"
+            if "past" not in str(exc):
+                raise
+    raise HarnessError("could not pause the page clock: this machine is too slow to keep up")
 
 
 def _safe(fn: Callable[[], Any]) -> Any:

@@ -106,8 +106,22 @@ def ws_server(ws_config: WsConfig, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
+def _ws_prepared_context(request: pytest.FixtureRequest, context: Any, ws_config: WsConfig) -> bool:
+    """The test's browser context, seeded and with its clock paused, before ``page`` opens."""
+    WebSocketTestHelper.prepare_context(
+        context, seed=ws_config.seed, virtual_time=request.node.get_closest_marker("ws_real_time") is None
+    )
+    return True
+
+
+@pytest.fixture
 def ws_helper(
-    request: pytest.FixtureRequest, page: Any, ws_server: ServerUnderTest, ws_config: WsConfig, output_path: str
+    request: pytest.FixtureRequest,
+    _ws_prepared_context: bool,
+    page: Any,
+    ws_server: ServerUnderTest,
+    ws_config: WsConfig,
+    output_path: str,
 ) -> Iterator[WebSocketTestHelper]:
     """A :class:`harness.WebSocketTestHelper` on a fresh page with a unique client id.
 
@@ -130,6 +144,7 @@ def ws_helper(
         mode=_mode_from_marker(mode_marker),
         virtual_time=request.node.get_closest_marker("ws_real_time") is None,
         validate_frames=request.node.get_closest_marker("ws_allow_invalid_frames") is None,
+        context_prepared=_ws_prepared_context,
     )
     request.node.stash[_HELPER_KEY] = helper
     request.node.stash[_OUTPUT_KEY] = output_path
