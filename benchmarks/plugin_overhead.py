@@ -13,14 +13,20 @@ Each suite runs serially and with ``-n 2`` in the same invocation of this
 script; the per-test cost is the mean of setup + call + teardown over the
 tests (the first test of each worker, which launches the browser, excluded).
 
-    python benchmarks/plugin_overhead.py            # N = 40
-    python benchmarks/plugin_overhead.py --tests 120
+    python benchmarks/plugin_overhead.py                          # N = 40, one round
+    python benchmarks/plugin_overhead.py --tests 30 --repeat 3 --e2e
+
+``--repeat`` runs every suite once per round, in turn, and reports medians, so
+a drift in the machine's load touches both sides of a ratio.  ``--e2e`` adds
+this project's e2e suite, serially and with ``-n 2``, for the parallel ratio
+the bare suite is compared with.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +54,18 @@ def test_harness(ws_helper, i):
 '''
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_pytest(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"suite failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout
+
+
 def run_suite(folder: Path, source: str, n: int, workers: int) -> tuple[float, float]:
     """Return (wall seconds, mean per-test seconds without each worker's first test)."""
     test_file = folder / "test_suite.py"
@@ -56,13 +74,9 @@ def run_suite(folder: Path, source: str, n: int, workers: int) -> tuple[float, f
            "--durations-min=0", str(test_file), "-o", "addopts="]
     if workers > 1:
         cmd += ["-n", str(workers)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=1800, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"suite failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+    wall, stdout = run_pytest(cmd, folder)
     per_test: dict[str, float] = {}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         m = re.match(r"\s*([\d.]+)s (setup|call|teardown)\s+(\S+)", line)
         if m:
             per_test[m.group(3)] = per_test.get(m.group(3), 0.0) + float(m.group(1))
@@ -72,28 +86,57 @@ def run_suite(folder: Path, source: str, n: int, workers: int) -> tuple[float, f
     return wall, sum(trimmed) / len(trimmed)
 
 
+def run_e2e(workers: int) -> tuple[float, float]:
+    """Wall seconds of this project's e2e suite (per-test cost not measured: the tests differ)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "e2e"]
+    if workers > 1:
+        cmd += ["-n", str(workers)]
+    wall, _ = run_pytest(cmd, ROOT)
+    return wall, float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tests", type=int, default=40)
+    parser.add_argument("--tests", type=int, default=40, help="tests per generated suite (default 40)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds, each running every suite once in turn; medians are reported (default 1)")
+    parser.add_argument("--e2e", action="store_true",
+                        help="also run this project's e2e suite serially and with -n 2")
     args = parser.parse_args(argv)
-    results: dict[tuple[str, int], tuple[float, float]] = {}
+    if args.tests < 3 or args.repeat < 1:
+        parser.error("--tests must be at least 3 and --repeat at least 1")
+    names = ["bare pytest-playwright", "ws_helper"] + (["e2e suite"] if args.e2e else [])
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, source in (("bare pytest-playwright", BARE), ("ws_helper", HARNESS)):
+        for round_ in range(args.repeat):
             for workers in (1, 2):
-                folder = Path(tmp) / f"{name.split()[0]}-{workers}"
-                folder.mkdir()
-                results[(name, workers)] = run_suite(folder, source, args.tests, workers)
-    print(f"{args.tests} tests per suite")
+                for name in names:
+                    if name == "e2e suite":
+                        result = run_e2e(workers)
+                    else:
+                        folder = Path(tmp) / f"{name.split()[0]}-{workers}-{round_}"
+                        folder.mkdir()
+                        result = run_suite(folder, BARE if name.startswith("bare") else HARNESS, args.tests, workers)
+                    runs.setdefault((name, workers), []).append(result)
+    results = {
+        key: (statistics.median(w for w, _ in values), statistics.median(p for _, p in values))
+        for key, values in runs.items()
+    }
+    print(f"{args.tests} tests per generated suite, {args.repeat} round(s), medians")
     print(f"{'suite':<24} | {'workers':>7} | {'wall s':>7} | {'per test s':>10}")
     print("-" * 58)
-    for (name, workers), (wall, per) in results.items():
-        print(f"{name:<24} | {workers:>7} | {wall:>7.1f} | {per:>10.3f}")
+    for (name, workers), (wall, per) in sorted(results.items(), key=lambda kv: (names.index(kv[0][0]), kv[0][1])):
+        per_s = "-" if per != per else f"{per:.3f}"  # NaN: not measured for the e2e suite
+        print(f"{name:<24} | {workers:>7} | {wall:>7.1f} | {per_s:>10}")
     bare1, harness1 = results[("bare pytest-playwright", 1)], results[("ws_helper", 1)]
     bare2, harness2 = results[("bare pytest-playwright", 2)], results[("ws_helper", 2)]
     print()
     print(f"per-test cost ws_helper / bare (serial):  {harness1[1] / bare1[1]:.2f}   goal <= 1.20")
     print(f"-n 2 / serial wall, bare:                 {bare2[0] / bare1[0]:.2f}")
     print(f"-n 2 / serial wall, ws_helper:            {harness2[0] / harness1[0]:.2f}   goal <= bare's")
+    if args.e2e:
+        e2e1, e2e2 = results[("e2e suite", 1)], results[("e2e suite", 2)]
+        print(f"-n 2 / serial wall, e2e suite:            {e2e2[0] / e2e1[0]:.2f}   goal <= bare's")
     return 0
 
 

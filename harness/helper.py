@@ -125,7 +125,13 @@ class WebSocketTestHelper:
         browser context before its first page exists, where it is cheaper (no
         page to update).  Pass ``context_prepared=True`` to the helpers of the
         context's pages so they skip it.  The ``ws_helper`` fixture does this.
+
+        It also sets up Playwright's WebSocket interception on the context with
+        a route that matches no URL: each page's own journal route (added by
+        :meth:`initialize`) then finds it in place instead of setting it up
+        on a live page.  Sockets of pages without a helper pass through as before.
         """
+        context.route_web_socket(_NO_URL, _pass_through)
         context.add_init_script(_seed_script(seed))
         if virtual_time:
             _pause_clock(context.clock, datetime.now(UTC))
@@ -757,6 +763,14 @@ class WebSocketTestHelper:
     def _pump(self, seconds: float) -> None:
         # Lets Playwright dispatch events (routed frames) while the test thread waits.
         self._page.wait_for_timeout(max(1, int(seconds * 1000)))
+
+
+#: Matches no URL (an empty negative lookahead always fails).
+_NO_URL = re.compile(r"(?!)")
+
+
+def _pass_through(route: Any) -> None:
+    route.connect_to_server()
 
 
 def _seed_script(seed: int) -> str:

@@ -105,6 +105,36 @@ def test_consumer_project_drives_the_page_with_ws_helper(pytester: pytest.Pytest
     _run(pytester).assert_outcomes(passed=1)
 
 
+def test_ws_helper_set_up_holds_whichever_fixture_opens_the_page_first(pytester: pytest.Pytester) -> None:
+    """The clock and the seed go on the context before ``page`` opens, or after when ``page`` came first."""
+    pytester.makepyfile(
+        """
+        import uuid
+        import pytest
+        from playwright.sync_api import expect
+
+        def test_page_requested_before_the_helper(page, ws_helper):
+            assert ws_helper.page is page
+            before = page.evaluate("Date.now()")
+            ws_helper.advance_clock(60_000)
+            assert page.evaluate("Date.now()") - before == 60_000
+            assert ws_helper.state()["backoff"]["seeded"]
+
+        def test_another_page_of_the_context_is_not_journaled(ws_helper, context, ws_server):
+            other = context.new_page()
+            other.goto(ws_server.page_url("other-" + uuid.uuid4().hex[:8]))
+            expect(other.get_by_test_id("connection-status")).to_have_text("connected")
+            assert len(ws_helper.connections) == 1
+
+        @pytest.mark.ws_real_time
+        def test_real_time_has_no_virtual_clock(ws_helper):
+            with pytest.raises(Exception, match="virtual"):
+                ws_helper.advance_clock(1000)
+        """
+    )
+    _run(pytester).assert_outcomes(passed=3)
+
+
 def test_failure_writes_artifacts_and_prints_their_paths(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
