@@ -25,6 +25,7 @@ the bare suite is compared with.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import subprocess
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'suite':<24} | {'workers':>7} | {'wall s':>7} | {'per test s':>10}")
     print("-" * 58)
     for (name, workers), (wall, per) in sorted(results.items(), key=lambda kv: (names.index(kv[0][0]), kv[0][1])):
-        per_s = "-" if per != per else f"{per:.3f}"  # NaN: not measured for the e2e suite
+        per_s = "-" if math.isnan(per) else f"{per:.3f}"  # not measured for the e2e suite
         print(f"{name:<24} | {workers:>7} | {wall:>7.1f} | {per_s:>10}")
     bare1, harness1 = results[("bare pytest-playwright", 1)], results[("ws_helper", 1)]
     bare2, harness2 = results[("bare pytest-playwright", 2)], results[("ws_helper", 2)]
