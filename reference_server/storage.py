@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (channel, seq),
     UNIQUE (channel, message_id)
 );
+CREATE TRIGGER IF NOT EXISTS messages_channel_last_seq AFTER INSERT ON messages BEGIN
+    INSERT INTO channels (name, last_seq, created_at) VALUES (NEW.channel, NEW.seq, NEW.sent_at)
+    ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq;
+END;
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
     title TEXT NOT NULL,
@@ -64,6 +68,17 @@ CREATE TABLE IF NOT EXISTS client_errors (
     received_at TEXT NOT NULL
 );
 """
+
+
+#: One statement stores a message: its seq is the channel's highest plus one, computed
+#: inside the statement (the ``(channel, seq)`` primary key makes that an index
+#: lookup), a repeated ``(channel, message_id)`` inserts nothing and returns no row,
+#: and a trigger keeps ``channels.last_seq``.  Alone it is its own transaction.
+_APPEND_SQL = (
+    "INSERT INTO messages (channel, seq, message_id, sender, content, sent_at)"
+    " SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM messages WHERE channel = ?1"
+    " ON CONFLICT (channel, message_id) DO NOTHING RETURNING seq"
+)
 
 
 def _now() -> str:
@@ -117,7 +132,7 @@ class ChannelInfo:
 
 
 class _Job:
-    __slots__ = ("args", "fn", "future", "loop", "transactional")
+    __slots__ = ("args", "fn", "future", "loop", "single", "transactional")
 
     def __init__(
         self,
@@ -126,12 +141,14 @@ class _Job:
         future: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
         transactional: bool,
+        single: bool,
     ) -> None:
         self.fn = fn
         self.args = args
         self.future = future
         self.loop = loop
         self.transactional = transactional
+        self.single = single
 
 
 def _settle(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
@@ -161,7 +178,6 @@ class Storage:
         self._queue: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._seq_cache: dict[str, int] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -206,12 +222,20 @@ class Storage:
                 self._conn.close()
                 self._conn = None
 
-    async def _run(self, fn: Callable[..., T], *args: Any, transactional: bool = True) -> T:
+    async def _run(
+        self, fn: Callable[..., T], *args: Any, transactional: bool = True, single: bool = False
+    ) -> T:
+        """Run ``fn(*args)`` on the storage thread.
+
+        ``transactional`` jobs that queue up together share one transaction.
+        ``single``: the job runs one SQL statement, which SQLite makes atomic by
+        itself, so when it is alone in its batch it needs no BEGIN/COMMIT.
+        """
         if self._queue is None:
             raise RuntimeError("Storage is not open; call `await storage.open()` first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, args, future, loop, transactional))
+        self._queue.put(_Job(fn, args, future, loop, transactional, single))
         return await future
 
     # ------------------------------------------------------------ the worker thread
@@ -242,7 +266,7 @@ class Storage:
 
     def _execute(self, batch: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]]
-        if len(batch) == 1 and not batch[0].transactional:
+        if len(batch) == 1 and (batch[0].single or not batch[0].transactional):
             job = batch[0]
             try:
                 results = [(job, job.fn(*job.args), None)]
@@ -277,7 +301,6 @@ class Storage:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
-            self._seq_cache.clear()
             raise
         return results
 
@@ -292,36 +315,25 @@ class Storage:
         self, channel: str, *, sender: str, content: str, message_id: str | None = None
     ) -> tuple[StoredMessage, bool]:
         """Store a message; return it and whether it is new (False: same id seen before)."""
-        return await self._run(self._append_sync, channel, sender, content, message_id)
+        return await self._run(self._append_sync, channel, sender, content, message_id, single=True)
 
     def _append_sync(
         self, channel: str, sender: str, content: str, message_id: str | None
     ) -> tuple[StoredMessage, bool]:
         db = self._db
-        if message_id is not None:
-            row = db.execute(
-                "SELECT * FROM messages WHERE channel = ? AND message_id = ?", (channel, message_id)
+        msg_id = message_id or uuid.uuid4().hex
+        sent_at = _now()
+        row = db.execute(_APPEND_SQL, (channel, msg_id, sender, content, sent_at)).fetchone()
+        if row is None:  # this id is stored already: hand back the stored message
+            stored = db.execute(
+                "SELECT * FROM messages WHERE channel = ? AND message_id = ?", (channel, msg_id)
             ).fetchone()
-            if row is not None:
-                return _message(row), False
-        seq = self._last_seq_sync(channel) + 1
-        msg = StoredMessage(channel, seq, message_id or uuid.uuid4().hex, sender, content, _now())
-        db.execute(
-            "INSERT INTO messages (channel, seq, message_id, sender, content, sent_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (msg.channel, msg.seq, msg.message_id, msg.sender, msg.content, msg.sent_at),
-        )
-        db.execute(
-            "INSERT INTO channels (name, last_seq, created_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(name) DO UPDATE SET last_seq = excluded.last_seq",
-            (channel, seq, msg.sent_at),
-        )
-        self._seq_cache[channel] = seq
-        return msg, True
+            return _message(stored), False
+        return StoredMessage(channel, int(row[0]), msg_id, sender, content, sent_at), True
 
     async def messages_since(self, channel: str, since_seq: int, limit: int | None = None) -> list[StoredMessage]:
         """Messages with ``seq > since_seq`` in seq order."""
-        return await self._run(self._since_sync, channel, since_seq, limit)
+        return await self._run(self._since_sync, channel, since_seq, limit, single=True)
 
     def _since_sync(self, channel: str, since_seq: int, limit: int | None) -> list[StoredMessage]:
         sql = "SELECT * FROM messages WHERE channel = ? AND seq > ? ORDER BY seq"
@@ -333,7 +345,7 @@ class Storage:
 
     async def recent_messages(self, channel: str, limit: int) -> list[StoredMessage]:
         """The last ``limit`` messages of a channel, oldest first."""
-        return await self._run(self._recent_sync, channel, limit)
+        return await self._run(self._recent_sync, channel, limit, single=True)
 
     def _recent_sync(self, channel: str, limit: int) -> list[StoredMessage]:
         rows = self._db.execute(
@@ -343,20 +355,15 @@ class Storage:
 
     async def last_seq(self, channel: str) -> int:
         """The channel's highest seq, 0 when it has none."""
-        return await self._run(self._last_seq_sync, channel)
+        return await self._run(self._last_seq_sync, channel, single=True)
 
     def _last_seq_sync(self, channel: str) -> int:
-        cached = self._seq_cache.get(channel)
-        if cached is not None:
-            return cached
         row = self._db.execute("SELECT last_seq FROM channels WHERE name = ?", (channel,)).fetchone()
-        seq = int(row[0]) if row else 0
-        self._seq_cache[channel] = seq
-        return seq
+        return int(row[0]) if row else 0
 
     async def channels(self) -> list[ChannelInfo]:
         """Every channel that has ever had a message, by name."""
-        return await self._run(self._channels_sync)
+        return await self._run(self._channels_sync, single=True)
 
     def _channels_sync(self) -> list[ChannelInfo]:
         rows = self._db.execute("SELECT name, last_seq FROM channels ORDER BY name").fetchall()
@@ -365,7 +372,7 @@ class Storage:
     # ------------------------------------------------------------ threads
 
     async def create_thread(self, title: str, *, created_by: str) -> Thread:
-        return await self._run(self._create_thread_sync, title, created_by)
+        return await self._run(self._create_thread_sync, title, created_by, single=True)
 
     def _create_thread_sync(self, title: str, created_by: str) -> Thread:
         thread = Thread(uuid.uuid4().hex[:12], title, created_by, _now())
@@ -376,14 +383,14 @@ class Storage:
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._run(self._get_thread_sync, thread_id)
+        return await self._run(self._get_thread_sync, thread_id, single=True)
 
     def _get_thread_sync(self, thread_id: str) -> Thread | None:
         row = self._db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
         return Thread(row["id"], row["title"], row["created_by"], row["created_at"]) if row else None
 
     async def list_threads(self) -> list[Thread]:
-        return await self._run(self._list_threads_sync)
+        return await self._run(self._list_threads_sync, single=True)
 
     def _list_threads_sync(self) -> list[Thread]:
         # insertion order: ids are random and creation times collide within a millisecond
@@ -395,7 +402,7 @@ class Storage:
     async def add_client_error(
         self, client_id: str, message: str, context: dict[str, Any]
     ) -> ClientErrorRecord:
-        return await self._run(self._add_error_sync, client_id, message, context)
+        return await self._run(self._add_error_sync, client_id, message, context, single=True)
 
     def _add_error_sync(self, client_id: str, message: str, context: dict[str, Any]) -> ClientErrorRecord:
         received = _now()
@@ -406,7 +413,7 @@ class Storage:
         return ClientErrorRecord(int(cur.lastrowid or 0), client_id, message, context, received)
 
     async def client_errors(self, client_id: str | None = None, limit: int = 100) -> list[ClientErrorRecord]:
-        return await self._run(self._errors_sync, client_id, limit)
+        return await self._run(self._errors_sync, client_id, limit, single=True)
 
     def _errors_sync(self, client_id: str | None, limit: int) -> list[ClientErrorRecord]:
         if client_id is None:
