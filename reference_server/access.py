@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, is_valid_channel, is_valid_client_id
@@ -54,6 +55,7 @@ ACCESS_RULES: tuple[AccessRule, ...] = (
 )
 
 
+@lru_cache(maxsize=4096)
 def required_permission(channel: str, action: Action) -> str:
     """The permission ``action`` on ``channel`` needs (the first matching rule wins)."""
     for rule in ACCESS_RULES:

@@ -367,6 +367,11 @@ class FaultController:
         """Forget a held handshake (it proceeded, or its client went away)."""
         self._held.pop(ticket, None)
 
+    @property
+    def active(self) -> bool:
+        """Whether any rule is set (for any client): False means every frame goes out as is."""
+        return bool(self._rules)
+
     def outbound(self, client_id: str, message_type: str) -> OutboundDecision:
         """Decide a server-to-client frame of ``message_type`` for ``client_id``.
 

@@ -47,6 +47,6 @@ async def publish(
     msg, created = await storage.append_message(
         channel, sender=sender, content=content, message_id=message_id
     )
-    if created:
+    if created and hub.subscriber_count(channel):
         hub.broadcast(channel, channel_message_frame(msg))
     return msg, created

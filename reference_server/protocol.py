@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
@@ -396,6 +397,21 @@ class ProtocolError(ValueError):
         self.details = details
 
 
+class _NonStandardJSON(ValueError):
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (RFC 8259) and browsers do not.
+    raise _NonStandardJSON(name)
+
+
+#: One decoder for every frame (``json.loads`` with options builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], direction: str) -> Any:
     if isinstance(raw, (bytes, bytearray)):
         raise ProtocolError(
@@ -404,7 +420,7 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], directi
         )
     if isinstance(raw, str):
         try:
-            obj = json.loads(raw, parse_constant=_reject_constant)
+            obj = _DECODER.decode(raw)
         except json.JSONDecodeError as exc:
             raise ProtocolError(
                 f"frame is not valid JSON: {exc.msg} at position {exc.pos}",
@@ -455,17 +471,6 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], directi
         raise ProtocolError(f"invalid {msg_type!r} message: {summary}", errors) from None
 
 
-class _NonStandardJSON(ValueError):
-    def __init__(self, constant: str) -> None:
-        super().__init__(constant)
-        self.constant = constant
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON (RFC 8259) and browsers do not.
-    raise _NonStandardJSON(name)
-
-
 def _lone_surrogate(value: Any, path: str = "") -> str | None:
     """The dotted path of the first string holding a lone surrogate, or None."""
     if isinstance(value, str):
@@ -506,9 +511,19 @@ def parse_any_message(raw: str | bytes | dict[str, Any]) -> _ClientUnion | _Serv
     return result
 
 
+_now_cache: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with milliseconds and a ``Z``, as browsers write it."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    global _now_cache
+    ms = time.time_ns() // 1_000_000
+    cached_ms, text = _now_cache  # one tuple: threads see a matching pair
+    if ms != cached_ms:
+        stamp = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
+        text = stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _now_cache = (ms, text)
+    return text
 
 
 def make_message(

@@ -26,9 +26,10 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .protocol import now_iso
 
 __all__ = ["ChannelInfo", "ClientErrorRecord", "Storage", "StoredMessage", "Thread"]
 
@@ -82,7 +83,7 @@ _APPEND_SQL = (
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return now_iso()
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class FakeTransport:
 class FakeOwner:
     def __init__(self) -> None:
         self.transport = FakeTransport()
+        self.writable = asyncio.Event()  # uvicorn's: set while the transport takes writes
+        self.writable.set()
 
 
 class FakeSocket:
@@ -165,6 +167,58 @@ async def test_send_waits_for_space_and_never_blocks_after_the_writer_died() -> 
     sock.gate.set()
     await asyncio.wait_for(waiting, TIMEOUT)
     await asyncio.wait_for(conn.send(frame("pong")), TIMEOUT)  # dead: returns at once
+
+
+@pytest.mark.asyncio
+async def test_a_reply_with_nothing_queued_is_written_before_send_returns() -> None:
+    owner = FakeOwner()
+    sock = FakeSocket(owner=owner)
+    conn = make(sock)
+    await conn.send(frame("pong"))
+    assert [f["type"] for f in sock.sent] == ["pong"]  # no hop through the writer task
+
+
+@pytest.mark.asyncio
+async def test_a_reply_queues_behind_frames_already_queued_and_keeps_their_order() -> None:
+    owner = FakeOwner()
+    sock = FakeSocket(owner=owner)
+    conn = make(sock)
+    conn.enqueue(frame("channel_message", n=1))
+    conn.enqueue(frame("channel_message", n=2))
+    await conn.send(frame("pong"))
+    await asyncio.wait_for(conn.close(1000), TIMEOUT)
+    assert [(f["type"], f["data"].get("n")) for f in sock.sent] == [
+        ("channel_message", 1),
+        ("channel_message", 2),
+        ("pong", None),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_a_client_that_stopped_reading_is_queued_not_awaited() -> None:
+    owner = FakeOwner()
+    owner.writable.clear()  # uvicorn paused writing: the client's buffer is full
+    sock = FakeSocket(owner=owner)
+    sock.gate.clear()
+    conn = make(sock)
+    await asyncio.wait_for(conn.send(frame("pong")), TIMEOUT)  # returns: the frame waits in the queue
+    assert sock.sent == [] and conn.queued + int(conn._send_lock.locked()) == 1
+    sock.gate.set()
+    owner.writable.set()
+    await asyncio.wait_for(conn.close(1000), TIMEOUT)
+    assert [f["type"] for f in sock.sent] == ["pong"]
+
+
+@pytest.mark.asyncio
+async def test_with_a_fault_rule_active_replies_go_through_the_writer_and_its_rules() -> None:
+    faults = FaultController()
+    faults.drop_messages("me", types=["pong"])
+    sock = FakeSocket(owner=FakeOwner())
+    conn = make(sock, faults=faults)
+    await conn.send(frame("pong"))
+    await conn.send(frame("subscribed", channel="x", last_seq=0))
+    await asyncio.wait_for(conn.close(1000), TIMEOUT)
+    assert [f["type"] for f in sock.sent] == ["subscribed"]
 
 
 @pytest.mark.asyncio
