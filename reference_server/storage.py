@@ -38,7 +38,6 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
     name TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -50,10 +49,9 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at TEXT NOT NULL,
     PRIMARY KEY (channel, seq),
     UNIQUE (channel, message_id)
-);
-CREATE TRIGGER IF NOT EXISTS messages_channel_last_seq AFTER INSERT ON messages BEGIN
-    INSERT INTO channels (name, last_seq, created_at) VALUES (NEW.channel, NEW.seq, NEW.sent_at)
-    ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq;
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS messages_new_channel AFTER INSERT ON messages BEGIN
+    INSERT OR IGNORE INTO channels (name, created_at) VALUES (NEW.channel, NEW.sent_at);
 END;
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
@@ -74,7 +72,8 @@ CREATE TABLE IF NOT EXISTS client_errors (
 #: One statement stores a message: its seq is the channel's highest plus one, computed
 #: inside the statement (the ``(channel, seq)`` primary key makes that an index
 #: lookup), a repeated ``(channel, message_id)`` inserts nothing and returns no row,
-#: and a trigger keeps ``channels.last_seq``.  Alone it is its own transaction.
+#: and a trigger records a channel's first message.  Alone it is its own transaction.
+#: A publish writes two pages: the messages' primary key and their message-id index.
 _APPEND_SQL = (
     "INSERT INTO messages (channel, seq, message_id, sender, content, sent_at)"
     " SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM messages WHERE channel = ?1"
@@ -197,6 +196,7 @@ class Storage:
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=True)
         conn.row_factory = sqlite3.Row
         if str(self.path) != ":memory:":
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
@@ -359,16 +359,19 @@ class Storage:
         return await self._run(self._last_seq_sync, channel, single=True)
 
     def _last_seq_sync(self, channel: str) -> int:
-        row = self._db.execute("SELECT last_seq FROM channels WHERE name = ?", (channel,)).fetchone()
-        return int(row[0]) if row else 0
+        row = self._db.execute("SELECT MAX(seq) FROM messages WHERE channel = ?", (channel,)).fetchone()
+        return int(row[0] or 0)
 
     async def channels(self) -> list[ChannelInfo]:
         """Every channel that has ever had a message, by name."""
         return await self._run(self._channels_sync, single=True)
 
     def _channels_sync(self) -> list[ChannelInfo]:
-        rows = self._db.execute("SELECT name, last_seq FROM channels ORDER BY name").fetchall()
-        return [ChannelInfo(r["name"], int(r["last_seq"])) for r in rows]
+        rows = self._db.execute(
+            "SELECT name, (SELECT MAX(seq) FROM messages WHERE channel = name) AS last_seq"
+            " FROM channels ORDER BY name"
+        ).fetchall()
+        return [ChannelInfo(r["name"], int(r["last_seq"] or 0)) for r in rows]
 
     # ------------------------------------------------------------ threads
 

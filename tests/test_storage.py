@@ -279,3 +279,34 @@ async def test_in_memory_database_works(tmp_path: Path) -> None:
     async with opened(Path(":memory:")) as storage:
         msg, _ = await storage.append_message("general", sender="s", content="x")
         assert msg.seq == 1
+
+
+#: The schema of databases written before messages became a WITHOUT ROWID table and
+#: before channels stopped keeping a last_seq column.
+_EARLIER_SCHEMA = """
+CREATE TABLE channels (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
+CREATE TABLE messages (
+    channel TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, sender TEXT NOT NULL,
+    content TEXT NOT NULL, sent_at TEXT NOT NULL, PRIMARY KEY (channel, seq), UNIQUE (channel, message_id)
+);
+INSERT INTO channels VALUES ('general', 2, '2026-01-01T00:00:00.000Z');
+INSERT INTO messages VALUES ('general', 1, 'm1', 'a', 'one', '2026-01-01T00:00:00.000Z');
+INSERT INTO messages VALUES ('general', 2, 'm2', 'a', 'two', '2026-01-01T00:00:01.000Z');
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_database_from_the_earlier_schema_keeps_its_messages_and_numbering(tmp_path: Path) -> None:
+    path = tmp_path / "earlier.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(_EARLIER_SCHEMA)
+    conn.close()
+    async with opened(path) as storage:
+        assert await storage.last_seq("general") == 2
+        stored, created = await storage.append_message("general", sender="b", content="three")
+        assert (stored.seq, created) == (3, True)
+        again, created = await storage.append_message("general", sender="a", content="one", message_id="m1")
+        assert (again.seq, again.content, created) == (1, "one", False)
+        await storage.append_message("fresh", sender="b", content="first")
+        assert [(c.name, c.last_seq) for c in await storage.channels()] == [("fresh", 1), ("general", 3)]
+        assert [m.content for m in await storage.messages_since("general", 0)] == ["one", "two", "three"]
