@@ -4,13 +4,15 @@ Both servers run as subprocesses on loopback ephemeral ports and are driven by
 the same asyncio client code in this process, in the same run, so the figures
 are ratios on the same machine at the same moment:
 
-    python benchmarks/server_throughput.py            # default: 3000 round trips per scenario
-    python benchmarks/server_throughput.py --round-trips 1000 --clients 1 50
+    python benchmarks/server_throughput.py            # 3000 round trips per scenario, 3 rounds
+    python benchmarks/server_throughput.py --round-trips 1000 --clients 1 50 --repeat 5
 
 For each client count it prints round trips per second, p50 and p99 latency
 for the Nova server (authenticated ``publish`` answered by
 ``delivery_confirmation``, committed to SQLite first) and for the bare echo
-server (the same frame echoed back), then the Nova/bare ratios.  Traffic goes
+server (the same frame echoed back), then the Nova/bare ratios.  Each round
+measures both servers in turn; the ratios reported are the medians over the
+rounds, so a drift in the machine's load touches both sides of a ratio.  Traffic goes
 only to 127.0.0.1 and every loop is bounded by a count and a deadline.
 """
 
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--round-trips", type=int, default=3000, help="round trips per scenario")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds, each measuring both servers in turn; ratios are medians over rounds")
     args = parser.parse_args(argv)
+    if args.round_trips < 100 or args.repeat < 1 or min(args.clients) < 1:
+        parser.error("--round-trips must be at least 100, --repeat and --clients at least 1")
 
+    rounds: dict[int, list[tuple[Result, Result]]] = {c: [] for c in args.clients}
     with tempfile.TemporaryDirectory() as tmp:
         nova, nova_port = _start(
             [sys.executable, "-m", "reference_server", "--port", "0", "--frontend-port", "-1",
@@ -168,18 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         echo, echo_port = _start([sys.executable, "-c", ECHO_SERVER], "listening")
         try:
-            rows = []
-            for clients in args.clients:
-                # warm-up, then measure each server alternately
-                asyncio.run(_measure("warm", echo_port, 1, 100, nova=False))
-                asyncio.run(_measure("warm", nova_port, 1, 100, nova=True))
-                bare = asyncio.run(
-                    _measure("bare websockets echo", echo_port, clients, args.round_trips, False, echo.pid)
-                )
-                ours = asyncio.run(
-                    _measure("nova publish", nova_port, clients, args.round_trips, True, nova.pid)
-                )
-                rows.append((clients, bare, ours))
+            asyncio.run(_measure("warm", echo_port, 1, 200, nova=False))
+            asyncio.run(_measure("warm", nova_port, 1, 200, nova=True))
+            for _ in range(args.repeat):
+                for clients in args.clients:
+                    bare = asyncio.run(
+                        _measure("bare websockets echo", echo_port, clients, args.round_trips, False, echo.pid)
+                    )
+                    ours = asyncio.run(
+                        _measure("nova publish", nova_port, clients, args.round_trips, True, nova.pid)
+                    )
+                    rounds[clients].append((bare, ours))
         finally:
             for proc in (nova, echo):
                 if proc.stdin:
@@ -190,22 +197,27 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
-    print(f"{'clients':>7} | {'server':<22} | {'rt/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'server CPU us/rt':>16}")
-    print("-" * 83)
-    for clients, bare, ours in rows:
-        for r in (bare, ours):
-            print(
-                f"{clients:>7} | {r.name:<22} | {r.rate:>8.0f} | {r.pct(0.5):>7.2f} | {r.pct(0.99):>7.2f}"
-                f" | {r.cpu_us_per_rt:>16.0f}"
-            )
+    print(f"{args.round_trips} round trips per scenario, {args.repeat} round(s)")
+    print(f"{'round':>5} | {'clients':>7} | {'server':<22} | {'rt/s':>8} | {'p50 ms':>7} | {'p99 ms':>7}"
+          f" | {'server CPU us/rt':>16}")
+    print("-" * 91)
+    for clients, pairs in rounds.items():
+        for index, pair in enumerate(pairs, 1):
+            for r in pair:
+                print(
+                    f"{index:>5} | {clients:>7} | {r.name:<22} | {r.rate:>8.0f} | {r.pct(0.5):>7.2f}"
+                    f" | {r.pct(0.99):>7.2f} | {r.cpu_us_per_rt:>16.0f}"
+                )
     print()
+    print("medians over rounds of the per-round ratios")
     print(f"{'clients':>7} | {'rate nova/bare':>14} | {'p99 nova/bare':>13} | {'CPU/rt nova/bare':>16}")
-    for clients, bare, ours in rows:
-        cpu_ratio = ours.cpu_us_per_rt / bare.cpu_us_per_rt if bare.cpu_us_per_rt else float("nan")
-        print(
-            f"{clients:>7} | {ours.rate / bare.rate:>14.2f} | {ours.pct(0.99) / bare.pct(0.99):>13.2f}"
-            f" | {cpu_ratio:>16.2f}"
+    for clients, pairs in rounds.items():
+        rate = statistics.median(ours.rate / bare.rate for bare, ours in pairs)
+        p99 = statistics.median(ours.pct(0.99) / bare.pct(0.99) for bare, ours in pairs)
+        cpu = statistics.median(
+            ours.cpu_us_per_rt / bare.cpu_us_per_rt if bare.cpu_us_per_rt else float("nan") for bare, ours in pairs
         )
+        print(f"{clients:>7} | {rate:>14.2f} | {p99:>13.2f} | {cpu:>16.2f}")
     print("goal: rate nova/bare >= 0.50 with 1 client, p99 nova/bare <= 3.0")
     return 0
 

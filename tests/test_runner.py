@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
-from reference_server.runner import bind_socket
+from reference_server.runner import NovaUvicornServer, ServerThread, bind_socket, uvicorn_config
 
 
 def test_ephemeral_port_is_bound_and_read_back() -> None:
@@ -39,3 +44,78 @@ async def test_accepted_connections_have_tcp_nodelay() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+class _FlowApp:
+    """An ASGI WebSocket app that echoes until told to stop reading; it counts read pauses."""
+
+    def __init__(self) -> None:
+        self.protocol: Any = None
+        self.pauses = 0
+        self.paused = threading.Event()
+        self.reading = threading.Event()
+        self.reading.set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        self.protocol = send.__self__
+        transport = self.protocol.transport
+        pause = transport.pause_reading
+
+        def counted_pause() -> None:
+            self.pauses += 1
+            pause()
+            self.paused.set()
+
+        transport.pause_reading = counted_pause
+        while True:
+            if not self.reading.is_set():
+                await asyncio.to_thread(self.reading.wait)
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": event["text"]})
+
+
+@contextmanager
+def _flow_server(app: _FlowApp) -> Iterator[int]:
+    sock = bind_socket("127.0.0.1", 0)
+    thread = ServerThread(NovaUvicornServer(uvicorn_config(app, max_message_bytes=1 << 20, log_level="warning")), sock)
+    thread.start(timeout=20)
+    try:
+        yield thread.port
+    finally:
+        app.reading.set()
+        thread.stop()
+
+
+def test_reading_is_not_paused_after_every_message_while_the_app_keeps_up() -> None:
+    """Stock uvicorn pauses and resumes reading around each message (two epoll_ctl calls)."""
+    app = _FlowApp()
+    with _flow_server(app) as port, ws_connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+        for i in range(50):
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=10) == f"m{i}"
+        assert app.pauses == 0
+
+
+def test_a_flooding_client_is_held_back_once_the_app_stops_reading() -> None:
+    app = _FlowApp()
+    with _flow_server(app) as port, ws_connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+        ws.send("first")
+        assert ws.recv(timeout=10) == "first"
+        app.reading.clear()
+        chunk = "x" * 4096
+        for _ in range(200):  # 800 KiB: more than one read, far more than the high-water mark
+            ws.send(chunk)
+        assert app.paused.wait(10), "reading never paused"
+        assert app.protocol.read_paused
+        app.reading.set()
+        for _ in range(200):  # nothing lost: every message comes back once reading resumes
+            assert ws.recv(timeout=10) == chunk
