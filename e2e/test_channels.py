@@ -112,7 +112,8 @@ def test_chat_threads_created_over_rest_appear_and_follow_live(
     thread = rest.post("/api/chat/threads", {"title": title})
     assert thread["channel"] == f"thread:{thread['id']}"
 
-    by(ws_helper, "threads-refresh-button").click()
+    # Live: the server announces it (thread_created) and the list updates without a refresh.
+    ws_helper.expect_frame("thread_created", match={"id": thread["id"]})
     entry = by(ws_helper, "thread-item").filter(has_text=title)
     expect(entry).to_have_count(1)
     entry.get_by_test_id("thread-open-button").click()

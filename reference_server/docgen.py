@@ -267,6 +267,22 @@ _MESSAGES: dict[str, tuple[str, dict[str, Any]]] = {
         ),
         _frame("channel_message", dict(_MESSAGE)),
     ),
+    "thread_created": (
+        (
+            "A chat thread was created (over REST, by anyone): sent to every authenticated "
+            "connection, so thread lists update live. Its messages go to `channel`."
+        ),
+        _frame(
+            "thread_created",
+            {
+                "id": "3f2a9c1b7e4d",
+                "title": "Release planning",
+                "created_by": "rest",
+                "created_at": EXAMPLE_TIMESTAMP,
+                "channel": "thread:3f2a9c1b7e4d",
+            },
+        ),
+    ),
     "pong": ("Answer to `ping`.", _frame("pong", {"server_time": EXAMPLE_TIMESTAMP}, id="op-4")),
 }
 
@@ -297,6 +313,11 @@ _FIELD_NOTES: dict[str, str] = {
     "channel_message.message_id": "Unique per channel; the publisher's `id` or a server-made one.",
     "channel_message.sender": "Publishing client id, or `rest`.",
     "channel_message.sent_at": "When the server stored it, ISO-8601 UTC.",
+    "thread_created.id": "The thread's id (`GET /api/chat/threads/{id}`).",
+    "thread_created.title": "Its title.",
+    "thread_created.created_by": "Who created it (`rest` for the REST API).",
+    "thread_created.created_at": "When, ISO-8601 UTC.",
+    "thread_created.channel": "Channel of its messages: `thread:{id}`.",
     "pong.server_time": "The server's clock.",
 }
 

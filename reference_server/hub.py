@@ -128,6 +128,13 @@ class Hub:
         peers = {id(p): p for p in [*self._tracked.values(), *self.peers()]}
         await asyncio.gather(*(p.close(code, reason) for p in peers.values()), return_exceptions=True)
 
+    def announce(self, message: dict[str, Any]) -> int:
+        """Deliver ``message`` to every authenticated peer; return how many got it."""
+        peers = list(self._peers.values())
+        for peer in peers:
+            peer.enqueue(message)
+        return len(peers)
+
     def broadcast(self, channel: str, message: dict[str, Any]) -> int:
         """Deliver a ``channel_message`` to every subscriber; return how many got it."""
         subs = list(self._subs.get(channel, {}).values())

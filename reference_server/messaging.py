@@ -6,9 +6,9 @@ from typing import Any
 
 from .hub import Hub
 from .protocol import now_iso
-from .storage import Storage, StoredMessage
+from .storage import Storage, StoredMessage, Thread
 
-__all__ = ["channel_message_frame", "publish"]
+__all__ = ["channel_message_frame", "publish", "thread_created_frame"]
 
 
 def channel_message_frame(msg: StoredMessage, *, to_client: str = "server") -> dict[str, Any]:
@@ -25,6 +25,16 @@ def channel_message_frame(msg: StoredMessage, *, to_client: str = "server") -> d
         },
         "timestamp": now_iso(),
         "client_id": to_client,
+    }
+
+
+def thread_created_frame(thread: Thread) -> dict[str, Any]:
+    """The ``thread_created`` envelope announcing a new chat thread to every client."""
+    return {
+        "type": "thread_created",
+        "data": thread.to_dict(),
+        "timestamp": now_iso(),
+        "client_id": "server",
     }
 
 

@@ -66,6 +66,8 @@ __all__ = [
     "SubscribeMessage",
     "SubscribedData",
     "SubscribedMessage",
+    "ThreadCreatedData",
+    "ThreadCreatedMessage",
     "UnsubscribeData",
     "UnsubscribeMessage",
     "UnsubscribedData",
@@ -236,6 +238,14 @@ class ChannelMessageData(_Data):
     sent_at: datetime
 
 
+class ThreadCreatedData(_Data):
+    id: str
+    title: str
+    created_by: str
+    created_at: datetime
+    channel: str
+
+
 class PongData(_Data):
     server_time: datetime | None = None
 
@@ -332,6 +342,11 @@ class ChannelMessageMessage(_Envelope):
     data: ChannelMessageData
 
 
+class ThreadCreatedMessage(_Envelope):
+    type: Literal["thread_created"]
+    data: ThreadCreatedData
+
+
 class PongMessage(_Envelope):
     type: Literal["pong"]
     data: PongData = Field(default_factory=PongData)
@@ -353,6 +368,7 @@ _ServerUnion: TypeAlias = (
     | SubscribedMessage
     | UnsubscribedMessage
     | ChannelMessageMessage
+    | ThreadCreatedMessage
     | PongMessage
 )
 
@@ -376,6 +392,7 @@ SERVER_MESSAGE_TYPES: tuple[str, ...] = (
     "subscribed",
     "unsubscribed",
     "channel_message",
+    "thread_created",
     "pong",
 )
 

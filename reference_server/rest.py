@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .access import check_access, lookup_api_key
 from .hub import Hub
-from .messaging import publish
+from .messaging import publish, thread_created_frame
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, PROTOCOL_VERSION, json_schema
 from .settings import Settings
 from .storage import ClientErrorRecord, Storage, StoredMessage, Thread
@@ -584,9 +584,13 @@ async def list_threads(request: Request, principal: Auth) -> list[ThreadOut]:
     responses={**_AUTH_RESPONSES, **_INVALID},
 )
 async def create_thread(request: Request, body: ThreadCreate, principal: Auth) -> ThreadOut:
-    """Create a thread; its messages go to channel `thread:{id}`. Needs `write`."""
+    """Create a thread; its messages go to channel `thread:{id}`. Needs `write`.
+
+    Every authenticated WebSocket connection is told with a `thread_created` message.
+    """
     _require(principal, "write", "creating a chat thread")
     thread = await _storage(request).create_thread(body.title, created_by=REST_SENDER)
+    _hub(request).announce(thread_created_frame(thread))
     return ThreadOut.of(thread)
 
 

@@ -504,6 +504,7 @@ async def test_thread_post_is_broadcast_on_the_thread_channel(server: LiveServer
         httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
     ):
         thread = (await http.post("/api/chat/threads", json={"title": "Launch"})).json()
+        assert (await ws.expect("thread_created"))["data"] == thread  # announced to every client
         await ws.request("subscribe", {"channel": thread["channel"]}, reply="subscribed")
         posted = await http.post(
             f"/api/chat/threads/{thread['id']}/messages", json={"content": "go 🚀", "message_id": "t-1"}

@@ -162,4 +162,36 @@ async def test_every_server_message_type_is_a_valid_frame_addressed_to_its_recip
         await client.expect("delivery_confirmation")
         await client.request("unsubscribe", {"channel": "general"}, reply="unsubscribed")
         await client.request("ping", reply="pong")
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as http:
+            created = await http.post(
+                "/api/chat/threads", json={"title": "tour"}, headers={"X-API-Key": "valid-test-key"}
+            )
+            assert created.status_code == 201, created.text
+        await client.expect("thread_created")
     assert {f["type"] for f in client.frames} == set(SERVER_MESSAGE_TYPES)
+
+
+@pytest.mark.asyncio
+async def test_a_thread_created_over_rest_is_announced_to_authenticated_connections_only(
+    server: LiveServer,
+) -> None:
+    """Thread lists update live: every authenticated connection gets ``thread_created``."""
+    first, second, stranger = new_client_id(), new_client_id(), new_client_id()
+    async with nova_client(server.ws_url(first), first) as a, nova_client(
+        server.ws_url(second), second
+    ) as b, nova_client(server.ws_url(stranger), stranger) as c:
+        await a.authenticate()
+        await b.authenticate()
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=TIMEOUT) as http:
+            response = await http.post(
+                "/api/chat/threads", json={"title": "live"}, headers={"X-API-Key": "valid-test-key"}
+            )
+        thread = response.json()
+        for client in (a, b):
+            frame = await client.expect("thread_created")
+            assert frame["data"] == thread
+            assert frame["client_id"] == client.client_id
+        # Not authenticated: its next frame answers this ping, no announcement queued ahead of it.
+        await c.send("ping", id="after")
+        await c.expect_error("not_authenticated")
+        assert not [f for f in c.frames if f["type"] == "thread_created"]

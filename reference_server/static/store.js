@@ -600,6 +600,8 @@ export function createStore(settings, deps = {}) {
         return onUnsubscribed(msg, data);
       case 'channel_message':
         return onChannelMessage(data);
+      case 'thread_created':
+        return onThreadCreated(data);
       case 'pong':
         return notify();
       default: {
@@ -608,6 +610,15 @@ export function createStore(settings, deps = {}) {
         reportClientError(text, { type: msg.type });
       }
     }
+  }
+
+  // A thread made anywhere (REST, another page): listed at once, no refresh needed.
+  function onThreadCreated(data) {
+    if (!data || typeof data.id !== 'string') return;
+    if (!state.threads.items.some((t) => t.id === data.id)) {
+      state.threads.items = [...state.threads.items, data];
+    }
+    notify();
   }
 
   function onEstablished(data) {

@@ -65,3 +65,22 @@ def test_opening_an_existing_thread_shows_its_history(client_page: ClientPage) -
     client_page.expect_subscribed(f"thread:{thread['id']}")
     (subscribe,) = client_page.frames_sent("subscribe")
     assert subscribe["data"] == {"channel": f"thread:{thread['id']}", "since_seq": 2}
+
+
+def test_a_thread_created_elsewhere_joins_the_list_live_once(client_page: ClientPage) -> None:
+    client_page.open()
+    client_page.authenticate()
+    expect(client_page.by("threads-note")).not_to_have_text("Loading threads")
+    title = unique_id("Made over REST")
+    response = httpx.post(
+        f"{client_page.server.http_url}/api/chat/threads",
+        json={"title": title},
+        headers={"X-API-Key": VALID_KEY},
+        timeout=TIMEOUT_S,
+    )
+    assert response.status_code == 201, response.text
+    # No refresh: the server's thread_created message adds it, and only once.
+    expect(client_page.by("thread-item").filter(has_text=title)).to_have_count(1)
+    client_page.by("threads-refresh-button").click()
+    expect(client_page.by("threads-note")).not_to_have_text("Loading threads")
+    expect(client_page.by("thread-item").filter(has_text=title)).to_have_count(1)
