@@ -855,7 +855,11 @@ export function createStore(settings, deps = {}) {
     state.threads.loading = true;
     notify();
     try {
-      state.threads.items = listOf(await api('/api/chat/threads'), 'threads');
+      const fetched = listOf(await api('/api/chat/threads'), 'threads');
+      // Threads are never deleted: keep the ones announced (thread_created) while the
+      // request was in flight, which its answer may predate.
+      const ids = new Set(fetched.map((t) => t.id));
+      state.threads.items = [...fetched, ...state.threads.items.filter((t) => !ids.has(t.id))];
       state.threads.error = null;
     } catch (err) {
       state.threads.error = err.message;

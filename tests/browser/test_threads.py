@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from playwright.sync_api import expect
 
@@ -84,3 +86,35 @@ def test_a_thread_created_elsewhere_joins_the_list_live_once(client_page: Client
     client_page.by("threads-refresh-button").click()
     expect(client_page.by("threads-note")).not_to_have_text("Loading threads")
     expect(client_page.by("thread-item").filter(has_text=title)).to_have_count(1)
+
+
+def test_a_thread_announced_while_the_list_loads_survives_the_older_list(client_page: ClientPage) -> None:
+    """The list request was answered before the thread existed; its late answer must not drop it."""
+    held: list[tuple[Any, Any]] = []
+
+    def hold_list(route: Any) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))  # answered now, delivered to the page later
+
+    client_page.page.route("**/api/chat/threads", hold_list)
+    client_page.open()
+    with client_page.page.expect_request("**/api/chat/threads"):
+        client_page.authenticate()
+    expect(client_page.by("threads-note")).to_have_text("Loading threads")
+    title = unique_id("Announced mid-load")
+    response = httpx.post(
+        f"{client_page.server.http_url}/api/chat/threads",
+        json={"title": title},
+        headers={"X-API-Key": VALID_KEY},
+        timeout=TIMEOUT_S,
+    )
+    assert response.status_code == 201, response.text
+    entry = client_page.by("thread-item").filter(has_text=title)
+    expect(entry).to_have_count(1)
+    assert len(held) == 1
+    route, stale = held[0]
+    route.fulfill(response=stale)
+    expect(client_page.by("threads-note")).not_to_have_text("Loading threads")
+    expect(entry).to_have_count(1)
