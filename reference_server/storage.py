@@ -172,9 +172,10 @@ class Storage:
 
     _MAX_BATCH = 256
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0) -> None:
         self.path = Path(path)
         self._synchronous = synchronous
+        self._busy_timeout_s = busy_timeout_s
         self._queue: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -190,17 +191,40 @@ class Storage:
         self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._worker, name="nova-sqlite", daemon=True)
         self._thread.start()
-        await self._run(self._open_sync, transactional=False)
+        try:
+            await self._run(self._open_sync, transactional=False)
+        except BaseException:
+            self._queue.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+            self._thread = None
+            self._queue = None
+            raise
 
     def _open_sync(self) -> None:
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=True)
-        conn.row_factory = sqlite3.Row
-        if str(self.path) != ":memory:":
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        conn = sqlite3.connect(
+            str(self.path), timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            if str(self.path) != ":memory:":
+                # The server is the database's only user: one file lock, taken once,
+                # instead of locking the WAL index on every commit.
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" in str(exc):
+                raise RuntimeError(
+                    f"the database {self.path} is in use by another process (another Nova "
+                    "server?): the server holds its database exclusively while it runs; stop "
+                    "the other process or give this server its own database (--db / NOVA_DB)"
+                ) from exc
+            raise
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def close(self) -> None:

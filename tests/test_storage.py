@@ -310,3 +310,16 @@ async def test_a_database_from_the_earlier_schema_keeps_its_messages_and_numberi
         await storage.append_message("fresh", sender="b", content="first")
         assert [(c.name, c.last_seq) for c in await storage.channels()] == [("fresh", 1), ("general", 3)]
         assert [m.content for m in await storage.messages_since("general", 0)] == ["one", "two", "three"]
+
+
+@pytest.mark.asyncio
+async def test_a_database_another_server_holds_is_a_clear_error_and_nothing_is_left_open(tmp_path: Path) -> None:
+    path = tmp_path / "held.sqlite"
+    async with opened(path) as first:
+        await first.append_message("general", sender="a", content="kept")
+        second = Storage(path, busy_timeout_s=0.1)
+        with pytest.raises(RuntimeError, match=r"in use by another process .*\(--db / NOVA_DB\)"):
+            await second.open()
+        with pytest.raises(RuntimeError, match="not open"):
+            await second.last_seq("general")
+        assert await first.last_seq("general") == 1  # the holder is untouched
