@@ -270,7 +270,8 @@ _MESSAGES: dict[str, tuple[str, dict[str, Any]]] = {
     "thread_created": (
         (
             "A chat thread was created (over REST, by anyone): sent to every authenticated "
-            "connection, so thread lists update live. Its messages go to `channel`."
+            "connection whose key has the `read` permission, so thread lists update live. "
+            "Its messages go to `channel`."
         ),
         _frame(
             "thread_created",

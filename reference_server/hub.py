@@ -128,9 +128,16 @@ class Hub:
         peers = {id(p): p for p in [*self._tracked.values(), *self.peers()]}
         await asyncio.gather(*(p.close(code, reason) for p in peers.values()), return_exceptions=True)
 
-    def announce(self, message: dict[str, Any]) -> int:
-        """Deliver ``message`` to every authenticated peer; return how many got it."""
-        peers = list(self._peers.values())
+    def announce(self, message: dict[str, Any], *, permission: str | None = None) -> int:
+        """Deliver ``message`` to every authenticated peer (holding ``permission``, if given).
+
+        Returns how many got it.  A peer without a ``permissions`` attribute holds none.
+        """
+        peers = [
+            peer
+            for peer in self._peers.values()
+            if permission is None or permission in getattr(peer, "permissions", ())
+        ]
         for peer in peers:
             peer.enqueue(message)
         return len(peers)

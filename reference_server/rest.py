@@ -586,11 +586,12 @@ async def list_threads(request: Request, principal: Auth) -> list[ThreadOut]:
 async def create_thread(request: Request, body: ThreadCreate, principal: Auth) -> ThreadOut:
     """Create a thread; its messages go to channel `thread:{id}`. Needs `write`.
 
-    Every authenticated WebSocket connection is told with a `thread_created` message.
+    Every authenticated WebSocket connection whose key may read threads is told with a
+    `thread_created` message.
     """
     _require(principal, "write", "creating a chat thread")
     thread = await _storage(request).create_thread(body.title, created_by=REST_SENDER)
-    _hub(request).announce(thread_created_frame(thread))
+    _hub(request).announce(thread_created_frame(thread), permission="read")
     return ThreadOut.of(thread)
 
 

@@ -570,3 +570,16 @@ async def test_client_errors_reported_over_websocket_are_listed(server: LiveServ
     assert [(e["client_id"], e["message"], e["context"]) for e in errors] == [
         (client_id, "TypeError: boom", {"line": 7})
     ]
+
+
+@pytest.mark.asyncio
+async def test_thread_announcements_go_only_to_keys_that_may_read_threads(server: LiveServer) -> None:
+    reader_id, writer_id = new_client_id("reader"), new_client_id("writer")
+    async with (
+        authenticated(server.ws_url(reader_id), reader_id, api_key="reader") as reader,
+        authenticated(server.ws_url(writer_id), writer_id, api_key="writer") as writer,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        thread = (await http.post("/api/chat/threads", json={"title": "Readers only"})).json()
+        assert (await reader.expect("thread_created"))["data"] == thread
+        await _pong(writer)  # its next frame answers the ping: nothing was announced to it
