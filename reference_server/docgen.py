@@ -893,7 +893,10 @@ def _rest() -> str:
         ),
         (
             "A chat thread's messages are the channel `thread:{id}`: posting to a thread broadcasts a "
-            "`channel_message` on that channel, and `GET /api/channels/thread:{id}` shows them too.\n"
+            "`channel_message` on that channel, and `GET /api/channels/thread:{id}` shows them too. "
+            "The channel exists only with its thread: for an unknown id the REST API answers 404 "
+            "and `subscribe` or `publish` answer `error` {code: `validation_error`, details: "
+            "{channel, thread_id}}.\n"
         ),
     ]
     rows = [

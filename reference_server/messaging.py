@@ -8,7 +8,9 @@ from .hub import Hub
 from .protocol import now_iso
 from .storage import Storage, StoredMessage, Thread
 
-__all__ = ["channel_message_frame", "publish", "thread_created_frame"]
+__all__ = ["channel_message_frame", "missing_thread", "publish", "thread_created_frame"]
+
+THREAD_CHANNEL_PREFIX = "thread:"
 
 
 def channel_message_frame(msg: StoredMessage, *, to_client: str = "server") -> dict[str, Any]:
@@ -26,6 +28,23 @@ def channel_message_frame(msg: StoredMessage, *, to_client: str = "server") -> d
         "timestamp": now_iso(),
         "client_id": to_client,
     }
+
+
+async def missing_thread(storage: Storage, channel: str) -> str | None:
+    """For a ``thread:{id}`` channel whose thread does not exist, the message saying so; else None.
+
+    A thread's channel exists with its thread: messages cannot be stored for, nor
+    subscriptions made to, a thread nobody created.
+    """
+    if not channel.startswith(THREAD_CHANNEL_PREFIX):
+        return None
+    thread_id = channel[len(THREAD_CHANNEL_PREFIX):]
+    if await storage.thread_exists(thread_id):
+        return None
+    return (
+        f"no chat thread {thread_id!r}: the channel {channel!r} exists only with its thread; "
+        "create the thread first (POST /api/chat/threads) and use the channel it returns"
+    )
 
 
 def thread_created_frame(thread: Thread) -> dict[str, Any]:

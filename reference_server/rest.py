@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .access import check_access, lookup_api_key
 from .hub import Hub
-from .messaging import publish, thread_created_frame
+from .messaging import missing_thread, publish, thread_created_frame
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, PROTOCOL_VERSION, json_schema
 from .settings import Settings
 from .storage import ClientErrorRecord, Storage, StoredMessage, Thread
@@ -430,6 +430,9 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No thread with this id."},
 }
+_NO_THREAD: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "A `thread:{id}` channel of a thread that does not exist."},
+}
 
 
 async def authenticate(
@@ -467,6 +470,12 @@ def _require_channel(principal: Principal, channel: str, action: str) -> None:
     problem = check_access(channel, action, principal.permissions)  # type: ignore[arg-type]
     if problem is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, problem)
+
+
+async def _require_thread_of(request: Request, channel: str) -> None:
+    missing = await missing_thread(_storage(request), channel)
+    if missing is not None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, missing)
 
 
 def _storage(request: Request) -> Storage:
@@ -683,7 +692,7 @@ async def list_channels(request: Request, principal: Auth) -> list[ChannelSummar
     summary="Read a channel with its recent messages",
     response_model=ChannelDetail,
     response_description="The channel and its most recent messages.",
-    responses={**_AUTH_RESPONSES, **_INVALID},
+    responses={**_AUTH_RESPONSES, **_NO_THREAD, **_INVALID},
 )
 async def get_channel(
     request: Request, name: ChannelName, principal: Auth, limit: Limit = None
@@ -691,9 +700,11 @@ async def get_channel(
     """Subscriber count, last seq and the most recent messages, oldest first.
 
     Needs the channel's *subscribe* permission. Any valid name answers (channels
-    exist implicitly); a channel without messages has `last_seq` 0.
+    exist implicitly), except `thread:{id}` of a thread that does not exist (404);
+    a channel without messages has `last_seq` 0.
     """
     _require_channel(principal, name, "subscribe")
+    await _require_thread_of(request, name)
     storage = _storage(request)
     count = limit if limit is not None else _settings(request).recent_messages_limit
     messages = await storage.recent_messages(name, count)
@@ -715,6 +726,7 @@ async def get_channel(
     responses={
         200: {"model": MessageOut, "description": "Repeated `message_id`: the stored message."},
         **_AUTH_RESPONSES,
+        **_NO_THREAD,
         **_INVALID,
     },
 )
@@ -727,6 +739,7 @@ async def post_channel_message(
     `admin`). Same seq space as WebSocket `publish`; `201` only after the commit.
     """
     _require_channel(principal, name, "publish")
+    await _require_thread_of(request, name)
     return await _publish(request, response, name, body)
 
 

@@ -179,6 +179,7 @@ class Storage:
         self._queue: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._known_threads: set[str] = set()  # threads are never deleted: a found id stays found
 
     # ------------------------------------------------------------ lifecycle
 
@@ -400,7 +401,18 @@ class Storage:
     # ------------------------------------------------------------ threads
 
     async def create_thread(self, title: str, *, created_by: str) -> Thread:
-        return await self._run(self._create_thread_sync, title, created_by, single=True)
+        thread = await self._run(self._create_thread_sync, title, created_by, single=True)
+        self._known_threads.add(thread.id)
+        return thread
+
+    async def thread_exists(self, thread_id: str) -> bool:
+        """Whether a chat thread with this id exists (a storage read only the first time)."""
+        if thread_id in self._known_threads:
+            return True
+        if await self.get_thread(thread_id) is None:
+            return False
+        self._known_threads.add(thread_id)
+        return True
 
     def _create_thread_sync(self, title: str, created_by: str) -> Thread:
         thread = Thread(uuid.uuid4().hex[:12], title, created_by, _now())

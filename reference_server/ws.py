@@ -725,6 +725,15 @@ class _Session:
                 },
             )
             return False
+        missing = await messaging.missing_thread(self.storage, channel)
+        if missing is not None:
+            await self.error(
+                ErrorCode.VALIDATION_ERROR,
+                missing,
+                operation_id=operation_id,
+                details={"channel": channel, "thread_id": channel.split(":", 1)[1]},
+            )
+            return False
         return True
 
     async def on_subscribe(self, msg: SubscribeMessage) -> None:

@@ -495,10 +495,10 @@ async def test_client_info_reports_connection_authentication_and_subscriptions(
         assert (info["connected"], info["authenticated"]) == (True, False)
         await client.authenticate()
         await client.request("subscribe", {"channel": "general"}, reply="subscribed")
-        await client.request("subscribe", {"channel": "thread:7"}, reply="subscribed")
+        await client.request("subscribe", {"channel": "news"}, reply="subscribed")
         info = await ok(await harness.get(f"/__harness/clients/{cid}"))
         assert (info["connected"], info["authenticated"]) == (True, True)
-        assert info["subscriptions"] == ["general", "thread:7"]
+        assert info["subscriptions"] == ["general", "news"]
         [conn] = info["connections"]
         assert conn["metadata"]["permissions"] == ["read", "write"]
         listed = await ok(await harness.get("/__harness/clients"))

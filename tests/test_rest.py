@@ -583,3 +583,39 @@ async def test_thread_announcements_go_only_to_keys_that_may_read_threads(server
         thread = (await http.post("/api/chat/threads", json={"title": "Readers only"})).json()
         assert (await reader.expect("thread_created"))["data"] == thread
         await _pong(writer)  # its next frame answers the ping: nothing was announced to it
+
+
+def test_a_thread_channel_exists_only_with_its_thread(http: httpx.Client) -> None:
+    missing = http.post("/api/channels/thread:nosuchthread/messages", json={"content": "x"}, headers=DEV)
+    assert missing.status_code == 404
+    assert "no chat thread 'nosuchthread'" in missing.json()["detail"]
+    assert "POST /api/chat/threads" in missing.json()["detail"]
+    assert http.get("/api/channels/thread:nosuchthread", headers=DEV).status_code == 404
+    thread = _thread(http)
+    posted = http.post(f"/api/channels/{thread['channel']}/messages", json={"content": "x"}, headers=DEV)
+    assert posted.status_code == 201, posted.text
+    assert http.get(f"/api/channels/{thread['channel']}", headers=DEV).json()["last_seq"] == 1
+    assert "thread:nosuchthread" not in [c["name"] for c in http.get("/api/channels", headers=DEV).json()]
+
+
+@pytest.mark.asyncio
+async def test_websocket_subscribe_and_publish_need_an_existing_thread(server: LiveServer) -> None:
+    client_id = new_client_id("threads")
+    async with (
+        authenticated(server.ws_url(client_id), client_id) as ws,
+        httpx.AsyncClient(base_url=server.http_url, headers=TEST, timeout=10) as http,
+    ):
+        for type_, data in (
+            ("subscribe", {"channel": "thread:nosuchthread"}),
+            ("publish", {"channel": "thread:nosuchthread", "content": "x"}),
+        ):
+            await ws.send(type_, data, id=f"op-{type_}")
+            error = await ws.expect_error("validation_error")
+            assert error["data"]["operation_id"] == f"op-{type_}"
+            assert error["data"]["details"] == {"channel": "thread:nosuchthread", "thread_id": "nosuchthread"}
+        thread = (await http.post("/api/chat/threads", json={"title": "Real"})).json()
+        await ws.expect("thread_created")
+        await ws.request("subscribe", {"channel": thread["channel"]}, reply="subscribed")
+        await ws.send("publish", {"channel": thread["channel"], "content": "hi"}, id="op-real")
+        assert (await ws.expect("channel_message"))["data"]["content"] == "hi"
+        await ws.expect("delivery_confirmation")
