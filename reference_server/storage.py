@@ -81,10 +81,6 @@ _APPEND_SQL = (
 )
 
 
-def _now() -> str:
-    return now_iso()
-
-
 @dataclass(frozen=True)
 class StoredMessage:
     channel: str
@@ -132,7 +128,7 @@ class ChannelInfo:
 
 
 class _Job:
-    __slots__ = ("args", "fn", "future", "loop", "single", "transactional")
+    __slots__ = ("args", "fn", "future", "loop", "transactional")
 
     def __init__(
         self,
@@ -141,14 +137,12 @@ class _Job:
         future: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
         transactional: bool,
-        single: bool,
     ) -> None:
         self.fn = fn
         self.args = args
         self.future = future
         self.loop = loop
         self.transactional = transactional
-        self.single = single
 
 
 def _settle(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
@@ -195,10 +189,7 @@ class Storage:
         try:
             await self._run(self._open_sync, transactional=False)
         except BaseException:
-            self._queue.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
-            self._thread = None
-            self._queue = None
+            await self._stop_thread()
             raise
 
     def _open_sync(self) -> None:
@@ -235,10 +226,15 @@ class Storage:
         try:
             await self._run(self._close_sync, transactional=False)
         finally:
+            await self._stop_thread()
+
+    async def _stop_thread(self) -> None:
+        if self._queue is not None:
             self._queue.put(None)
+        if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
-            self._thread = None
-            self._queue = None
+        self._thread = None
+        self._queue = None
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -248,20 +244,18 @@ class Storage:
                 self._conn.close()
                 self._conn = None
 
-    async def _run(
-        self, fn: Callable[..., T], *args: Any, transactional: bool = True, single: bool = False
-    ) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any, transactional: bool = True) -> T:
         """Run ``fn(*args)`` on the storage thread.
 
         ``transactional`` jobs that queue up together share one transaction.
-        ``single``: the job runs one SQL statement, which SQLite makes atomic by
-        itself, so when it is alone in its batch it needs no BEGIN/COMMIT.
+        Each job runs one SQL statement (or reads only), which SQLite makes atomic
+        by itself, so a job alone in its batch runs without BEGIN/COMMIT.
         """
         if self._queue is None:
             raise RuntimeError("Storage is not open; call `await storage.open()` first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, args, future, loop, transactional, single))
+        self._queue.put(_Job(fn, args, future, loop, transactional))
         return await future
 
     # ------------------------------------------------------------ the worker thread
@@ -292,7 +286,7 @@ class Storage:
 
     def _execute(self, batch: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]]
-        if len(batch) == 1 and (batch[0].single or not batch[0].transactional):
+        if len(batch) == 1:
             job = batch[0]
             try:
                 results = [(job, job.fn(*job.args), None)]
@@ -341,14 +335,14 @@ class Storage:
         self, channel: str, *, sender: str, content: str, message_id: str | None = None
     ) -> tuple[StoredMessage, bool]:
         """Store a message; return it and whether it is new (False: same id seen before)."""
-        return await self._run(self._append_sync, channel, sender, content, message_id, single=True)
+        return await self._run(self._append_sync, channel, sender, content, message_id)
 
     def _append_sync(
         self, channel: str, sender: str, content: str, message_id: str | None
     ) -> tuple[StoredMessage, bool]:
         db = self._db
         msg_id = message_id or uuid.uuid4().hex
-        sent_at = _now()
+        sent_at = now_iso()
         row = db.execute(_APPEND_SQL, (channel, msg_id, sender, content, sent_at)).fetchone()
         if row is None:  # this id is stored already: hand back the stored message
             stored = db.execute(
@@ -359,7 +353,7 @@ class Storage:
 
     async def messages_since(self, channel: str, since_seq: int, limit: int | None = None) -> list[StoredMessage]:
         """Messages with ``seq > since_seq`` in seq order."""
-        return await self._run(self._since_sync, channel, since_seq, limit, single=True)
+        return await self._run(self._since_sync, channel, since_seq, limit)
 
     def _since_sync(self, channel: str, since_seq: int, limit: int | None) -> list[StoredMessage]:
         sql = "SELECT * FROM messages WHERE channel = ? AND seq > ? ORDER BY seq"
@@ -371,7 +365,7 @@ class Storage:
 
     async def recent_messages(self, channel: str, limit: int) -> list[StoredMessage]:
         """The last ``limit`` messages of a channel, oldest first."""
-        return await self._run(self._recent_sync, channel, limit, single=True)
+        return await self._run(self._recent_sync, channel, limit)
 
     def _recent_sync(self, channel: str, limit: int) -> list[StoredMessage]:
         rows = self._db.execute(
@@ -381,7 +375,7 @@ class Storage:
 
     async def last_seq(self, channel: str) -> int:
         """The channel's highest seq, 0 when it has none."""
-        return await self._run(self._last_seq_sync, channel, single=True)
+        return await self._run(self._last_seq_sync, channel)
 
     def _last_seq_sync(self, channel: str) -> int:
         row = self._db.execute("SELECT MAX(seq) FROM messages WHERE channel = ?", (channel,)).fetchone()
@@ -389,7 +383,7 @@ class Storage:
 
     async def channels(self) -> list[ChannelInfo]:
         """Every channel that has ever had a message, by name."""
-        return await self._run(self._channels_sync, single=True)
+        return await self._run(self._channels_sync)
 
     def _channels_sync(self) -> list[ChannelInfo]:
         rows = self._db.execute(
@@ -401,7 +395,7 @@ class Storage:
     # ------------------------------------------------------------ threads
 
     async def create_thread(self, title: str, *, created_by: str) -> Thread:
-        thread = await self._run(self._create_thread_sync, title, created_by, single=True)
+        thread = await self._run(self._create_thread_sync, title, created_by)
         self._known_threads.add(thread.id)
         return thread
 
@@ -415,7 +409,7 @@ class Storage:
         return True
 
     def _create_thread_sync(self, title: str, created_by: str) -> Thread:
-        thread = Thread(uuid.uuid4().hex[:12], title, created_by, _now())
+        thread = Thread(uuid.uuid4().hex[:12], title, created_by, now_iso())
         self._db.execute(
             "INSERT INTO threads (id, title, created_by, created_at) VALUES (?, ?, ?, ?)",
             (thread.id, thread.title, thread.created_by, thread.created_at),
@@ -423,14 +417,14 @@ class Storage:
         return thread
 
     async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._run(self._get_thread_sync, thread_id, single=True)
+        return await self._run(self._get_thread_sync, thread_id)
 
     def _get_thread_sync(self, thread_id: str) -> Thread | None:
         row = self._db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
         return Thread(row["id"], row["title"], row["created_by"], row["created_at"]) if row else None
 
     async def list_threads(self) -> list[Thread]:
-        return await self._run(self._list_threads_sync, single=True)
+        return await self._run(self._list_threads_sync)
 
     def _list_threads_sync(self) -> list[Thread]:
         # insertion order: ids are random and creation times collide within a millisecond
@@ -442,10 +436,10 @@ class Storage:
     async def add_client_error(
         self, client_id: str, message: str, context: dict[str, Any]
     ) -> ClientErrorRecord:
-        return await self._run(self._add_error_sync, client_id, message, context, single=True)
+        return await self._run(self._add_error_sync, client_id, message, context)
 
     def _add_error_sync(self, client_id: str, message: str, context: dict[str, Any]) -> ClientErrorRecord:
-        received = _now()
+        received = now_iso()
         cur = self._db.execute(
             "INSERT INTO client_errors (client_id, message, context, received_at) VALUES (?, ?, ?, ?)",
             (client_id, message, json.dumps(context), received),
@@ -453,7 +447,7 @@ class Storage:
         return ClientErrorRecord(int(cur.lastrowid or 0), client_id, message, context, received)
 
     async def client_errors(self, client_id: str | None = None, limit: int = 100) -> list[ClientErrorRecord]:
-        return await self._run(self._errors_sync, client_id, limit, single=True)
+        return await self._run(self._errors_sync, client_id, limit)
 
     def _errors_sync(self, client_id: str | None, limit: int) -> list[ClientErrorRecord]:
         if client_id is None:

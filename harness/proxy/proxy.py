@@ -81,7 +81,21 @@ def _rst(sock: Any) -> None:
 # ---------------------------------------------------------------- handles
 
 
-class ToxicHandle:
+class _Removable:
+    """A handle that undoes its fault with ``remove()``, or on leaving ``with``."""
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove()
+
+
+class ToxicHandle(_Removable):
     """A toxic added to a :class:`FaultProxy`; ``remove()`` (or leaving ``with``) takes it off.
 
     Removing releases whatever the toxic holds (a blackhole's data goes on,
@@ -104,13 +118,6 @@ class ToxicHandle:
         """Take the toxic off every connection it applies to, and off new ones."""
         self._proxy._remove(self)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.remove()
-
     def describe(self) -> str:
         dirs = "+".join(self.directions)
         extra = f" toxicity={self.toxicity:g}" if self.toxicity < 1 else ""
@@ -120,7 +127,7 @@ class ToxicHandle:
         return f"<ToxicHandle {self.describe()}{'' if self.active else ' (removed)'}>"
 
 
-class RefusalHandle:
+class RefusalHandle(_Removable):
     """Refusal of new connections; ``remove()`` (or leaving ``with``) accepts them again."""
 
     def __init__(self, proxy: FaultProxy, how: RefuseHow) -> None:
@@ -131,13 +138,6 @@ class RefusalHandle:
         """Accept new connections again (a no-op once the proxy has stopped)."""
         if self._proxy.running:
             self._proxy.refuse_connections(False)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.remove()
 
 
 class _Entry:
@@ -988,16 +988,18 @@ class FaultProxy:
             loop.run_forever()
         finally:
             self._close_sockets()
-            for task in list(self._tasks):
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
             # Sockets whose FIN still waits behind unsent data: drop the data, close now.
             for conn in self._stopping:
                 for side in (conn.client, conn.server):
                     if side.transport is not None:
                         side.transport.abort()
+            # Until the cancelled tasks have ended; the aborts' connection_lost
+            # callbacks, already scheduled, run on the way.
             with suppress(BaseException):
-                loop.run_until_complete(asyncio.sleep(0))
-                loop.run_until_complete(asyncio.sleep(0))
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
             self._emit(EventKind.STOPPED)
 

@@ -48,11 +48,24 @@ def test_create_open_and_follow_a_thread_live(client_page: ClientPage, other_cli
     expect(client_page.message_items()).to_have_count(0)
 
 
+def create_thread_over_rest(client_page: ClientPage, title: str) -> dict[str, Any]:
+    """A thread made by someone else, through the REST API."""
+    response = httpx.post(
+        f"{client_page.server.http_url}/api/chat/threads",
+        json={"title": title},
+        headers={"X-API-Key": VALID_KEY},
+        timeout=TIMEOUT_S,
+    )
+    assert response.status_code == 201, response.text
+    thread: dict[str, Any] = response.json()
+    return thread
+
+
 def test_opening_an_existing_thread_shows_its_history(client_page: ClientPage) -> None:
     base = client_page.server.http_url
     headers = {"X-API-Key": VALID_KEY}
     title = unique_id("Older thread")
-    thread = httpx.post(f"{base}/api/chat/threads", json={"title": title}, headers=headers, timeout=TIMEOUT_S).json()
+    thread = create_thread_over_rest(client_page, title)
     for text in ("one", "two"):
         httpx.post(f"{base}/api/chat/threads/{thread['id']}/messages", json={"content": text}, headers=headers, timeout=TIMEOUT_S)
     client_page.open()
@@ -74,13 +87,7 @@ def test_a_thread_created_elsewhere_joins_the_list_live_once(client_page: Client
     client_page.authenticate()
     expect(client_page.by("threads-note")).not_to_have_text("Loading threads")
     title = unique_id("Made over REST")
-    response = httpx.post(
-        f"{client_page.server.http_url}/api/chat/threads",
-        json={"title": title},
-        headers={"X-API-Key": VALID_KEY},
-        timeout=TIMEOUT_S,
-    )
-    assert response.status_code == 201, response.text
+    create_thread_over_rest(client_page, title)
     # No refresh: the server's thread_created message adds it, and only once.
     expect(client_page.by("thread-item").filter(has_text=title)).to_have_count(1)
     client_page.by("threads-refresh-button").click()
@@ -104,13 +111,7 @@ def test_a_thread_announced_while_the_list_loads_survives_the_older_list(client_
         client_page.authenticate()
     expect(client_page.by("threads-note")).to_have_text("Loading threads")
     title = unique_id("Announced mid-load")
-    response = httpx.post(
-        f"{client_page.server.http_url}/api/chat/threads",
-        json={"title": title},
-        headers={"X-API-Key": VALID_KEY},
-        timeout=TIMEOUT_S,
-    )
-    assert response.status_code == 201, response.text
+    create_thread_over_rest(client_page, title)
     entry = client_page.by("thread-item").filter(has_text=title)
     expect(entry).to_have_count(1)
     assert len(held) == 1
