@@ -18,7 +18,14 @@ __all__ = ["FaultControl", "FaultControlError"]
 
 
 class FaultControlError(HarnessError):
-    """The fault control API refused a request (wrong token, unknown client, bad value)."""
+    """The fault control API refused a request (wrong token, unknown client, bad value).
+
+    ``status`` is the HTTP status of the answer.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class FaultControl:
@@ -46,7 +53,8 @@ class FaultControl:
                 detail = response.text
             raise FaultControlError(
                 f"{method} /__harness{path} answered {response.status_code}: {detail}"
-                + (" (is the server in test mode?)" if response.status_code == 404 else "")
+                + (" (is the server in test mode?)" if response.status_code == 404 else ""),
+                response.status_code,
             )
         return response.json() if response.content else None
 
@@ -64,8 +72,16 @@ class FaultControl:
         return self._call("POST", f"{self._client(client_id)}/hold", {"timeout_ms": timeout_ms})
 
     def release_handshakes(self, client_id: str) -> Any:
-        """Let held handshakes proceed: the server accepts them (reject rules are not applied again)."""
+        """Remove the hold rule and let held handshakes proceed (a reject rule still rejects them)."""
         return self._call("POST", f"{self._client(client_id)}/release", {})
+
+    def remove_rule(self, client_id: str, kind: str) -> Any:
+        """Remove one kind of rule (``reject``, ``hold``, ``delay`` or ``drop``); the others stay.
+
+        Answers the client's remaining rules and ``removed`` (whether there
+        was such a rule).  Removing ``hold`` releases the held handshakes.
+        """
+        return self._call("DELETE", f"{self._client(client_id)}/faults/{kind}")
 
     def delay(self, client_id: str, ms: int, types: list[str] | None = None) -> Any:
         """Send server-to-client frames ``ms`` later, in order."""

@@ -13,8 +13,8 @@ Setting a rule of a kind again for the same key replaces it.
 =================  ==========================================  ===========================
 rule               effect                                      decision method
 =================  ==========================================  ===========================
-reject             the next ``count`` handshakes (all when     :meth:`~FaultController.on_handshake`
-                   ``count`` is None) get an HTTP ``status``
+reject             the next ``count`` handshakes (all when     :meth:`~FaultController.on_handshake`,
+                   ``count`` is None) get an HTTP ``status``   :meth:`~FaultController.after_hold`
 hold               handshakes wait (the browser stays          :meth:`~FaultController.on_handshake`,
                    CONNECTING) until released, cleared or      :meth:`~FaultController.hold_over`
                    ``timeout_ms`` after they arrived
@@ -30,7 +30,9 @@ connection, push a frame) are not rules: the control API applies them to the
 connection directly.  :func:`close_code_problem` validates their close codes.
 
 Reject is checked before hold, so a client with both is rejected while the
-reject rule lasts.  Held handshakes are tracked by ticket, so a test can see
+reject rule lasts; a held handshake that may proceed is asked again
+(:meth:`~FaultController.after_hold`), so a reject rule set while it waited
+rejects it too.  Held handshakes are tracked by ticket, so a test can see
 how many handshakes are waiting (:meth:`~FaultController.held`) before it
 releases them.  Listeners (:meth:`~FaultController.add_listener`) are called
 synchronously after every change, which lets the endpoint wake held
@@ -45,6 +47,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "ANY_CLIENT",
+    "RULE_KINDS",
     "Accept",
     "DelayRule",
     "DropRule",
@@ -57,6 +60,9 @@ __all__ = [
     "RejectRule",
     "close_code_problem",
 ]
+
+#: The kinds of rule a key can have, one of each: the names :meth:`FaultController.remove_rule` takes.
+RULE_KINDS = ("reject", "hold", "delay", "drop")
 
 #: The key of rules that apply to every client.
 ANY_CLIENT = "*"
@@ -82,6 +88,8 @@ class Reject:
 class Hold:
     """Keep the handshake waiting; ask :meth:`FaultController.hold_over` when woken.
 
+    Once it is over, :meth:`FaultController.after_hold` decides whether the
+    handshake is accepted or rejected after all.
     ``deadline`` (same clock as ``now``) is when it proceeds on its own; None = never.
     """
 
@@ -311,6 +319,26 @@ class FaultController:
         self._rules_of(client_id).drop = DropRule(_types(types), count)
         self._changed()
 
+    def remove_rule(self, client_id: str, kind: str) -> bool:
+        """Remove the ``kind`` rule (see :data:`RULE_KINDS`) keyed by ``client_id``; the others stay.
+
+        Returns whether there was one.  Removing ``hold`` releases the held
+        handshakes as :meth:`release_handshakes` does; removing another kind
+        leaves held handshakes waiting.
+        """
+        if kind not in RULE_KINDS:
+            raise ValueError(f"unknown rule kind {kind!r}; use one of {', '.join(RULE_KINDS)}")
+        rules = self._rules.get(client_id)
+        existed = rules is not None and getattr(rules, kind) is not None
+        if kind == "hold":
+            self.release_handshakes(client_id)
+            return existed
+        if rules is not None:
+            setattr(rules, kind, None)
+            self._prune(client_id)
+        self._changed()
+        return existed
+
     def clear(self, client_id: str | None = None) -> None:
         """Remove the rules of ``client_id`` (None: every rule) and release its held handshakes.
 
@@ -335,16 +363,9 @@ class FaultController:
         A returned :class:`Hold` must be finished with :meth:`end_hold` once the
         handshake proceeds or the client goes away.
         """
-        for key in (client_id, ANY_CLIENT):
-            rules = self._rules.get(key)
-            if rules is not None and rules.reject is not None:
-                reject = rules.reject
-                if reject.remaining is not None:
-                    reject.remaining -= 1
-                    if reject.remaining <= 0:
-                        rules.reject = None
-                        self._prune(key)
-                return Reject(reject.status, reject.body)
+        reject = self._take_reject(client_id)
+        if reject is not None:
+            return reject
         for key in (client_id, ANY_CLIENT):
             rules = self._rules.get(key)
             if rules is not None and rules.hold is not None:
@@ -355,6 +376,29 @@ class FaultController:
                 self._held[ticket] = _Held(client_id, deadline)
                 return Hold(ticket, deadline)
         return Accept()
+
+    def after_hold(self, client_id: str) -> Accept | Reject:
+        """Decide a held handshake of ``client_id`` that may now proceed.
+
+        Reject is checked before hold for held handshakes too: a reject rule
+        set while the handshake waited rejects it (and counts it) when it
+        is released, cleared or timed out.
+        """
+        reject = self._take_reject(client_id)
+        return Accept() if reject is None else reject
+
+    def _take_reject(self, client_id: str) -> Reject | None:
+        for key in (client_id, ANY_CLIENT):
+            rules = self._rules.get(key)
+            if rules is not None and rules.reject is not None:
+                reject = rules.reject
+                if reject.remaining is not None:
+                    reject.remaining -= 1
+                    if reject.remaining <= 0:
+                        rules.reject = None
+                        self._prune(key)
+                return Reject(reject.status, reject.body)
+        return None
 
     def hold_over(self, ticket: int, now: float) -> bool:
         """Whether held handshake ``ticket`` may proceed now (released, cleared or timed out)."""

@@ -8,6 +8,10 @@ URLs (JSON bodies; ``{client_id}`` is a client id, or ``*`` for every client)::
     GET    /__harness/clients/{client_id}            one client: connected, authenticated,
                                                      subscriptions, held handshakes, its rules
     DELETE /__harness/clients/{client_id}/faults     clear that key's rules, release its held handshakes
+    DELETE /__harness/clients/{client_id}/faults/{kind}
+                                                     remove that key's `kind` rule (reject, hold, delay
+                                                     or drop) only -> {"removed": bool}; removing hold
+                                                     releases its held handshakes
 
     rules (answer 200 with the key's rules; they apply to later handshakes / frames)
     POST   /__harness/clients/{client_id}/reject     {"status": 503, "count": 2, "body": "busy"}
@@ -51,7 +55,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .faults import ANY_CLIENT, FaultController, close_code_problem
+from .faults import ANY_CLIENT, RULE_KINDS, FaultController, close_code_problem
 from .hub import Hub
 from .protocol import SERVER_MESSAGE_TYPES, ProtocolError, is_valid_client_id, parse_server_message
 from .settings import Settings
@@ -270,6 +274,19 @@ async def clear_client_faults(request: Request, client_id: str) -> dict[str, Any
     """Remove the rules keyed by ``client_id`` and release its held handshakes."""
     _faults(request).clear(_check_key(client_id))
     return _rules(request, client_id)
+
+
+@router.delete("/clients/{client_id}/faults/{kind}")
+async def remove_client_rule(request: Request, client_id: str, kind: str) -> dict[str, Any]:
+    """Remove one kind of rule keyed by ``client_id``, leaving its other rules and holds as they are."""
+    key = _check_key(client_id)
+    if kind not in RULE_KINDS:
+        raise HTTPException(
+            status_code=422,
+            detail=f"unknown rule kind {kind[:40]!r}: use one of {', '.join(RULE_KINDS)}",
+        )
+    removed = _faults(request).remove_rule(key, kind)
+    return {**_rules(request, client_id), "removed": removed}
 
 
 # ----------------------------------------------------------------- routes: rules

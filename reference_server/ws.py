@@ -853,9 +853,16 @@ async def _handshake_faults(websocket: WebSocket, faults: FaultController, clien
         return False
     try:
         log.info("handshake of %s held by a fault rule", client_id)
-        return await _wait_until_released(websocket, faults, decision)
+        if not await _wait_until_released(websocket, faults, decision):
+            return False
     finally:
         faults.end_hold(decision.ticket)
+    after = faults.after_hold(client_id)
+    if isinstance(after, Reject):
+        log.info("held handshake of %s rejected with %d by a fault rule", client_id, after.status)
+        await _deny(websocket, after.status, after.body or "handshake rejected by a harness fault rule")
+        return False
+    return True
 
 
 @router.websocket("/debug/{client_id}")

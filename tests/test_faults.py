@@ -268,3 +268,42 @@ def test_sendable_close_codes(code: int) -> None:
 def test_unsendable_close_codes_say_why(code: int, hint: str) -> None:
     problem = close_code_problem(code)
     assert problem is not None and hint in problem
+
+
+def test_a_held_handshake_meets_a_reject_rule_set_while_it_waited() -> None:
+    faults = FaultController()
+    faults.hold_handshakes("a")
+    first, second = faults.on_handshake("a", 0), faults.on_handshake("a", 0)
+    assert isinstance(first, Hold) and isinstance(second, Hold)
+    faults.reject_handshakes("a", 503, count=1, body="busy")
+    assert faults.release_handshakes("a") == 2
+    assert faults.hold_over(first.ticket, 0) and faults.hold_over(second.ticket, 0)
+    assert faults.after_hold("a") == Reject(503, "busy")  # counted: the rule is used up
+    assert faults.after_hold("a") == Accept()
+    assert faults.snapshot()["rules"] == {}
+
+
+def test_a_held_handshake_is_accepted_without_reject_rules_and_star_rejects_apply() -> None:
+    faults = FaultController()
+    assert faults.after_hold("a") == Accept()
+    faults.reject_handshakes(ANY_CLIENT, 429)
+    assert faults.after_hold("a") == Reject(429)
+
+
+def test_remove_rule_takes_one_kind_and_leaves_the_rest_and_the_holds() -> None:
+    faults = FaultController()
+    faults.hold_handshakes("a")
+    held = faults.on_handshake("a", 0)
+    assert isinstance(held, Hold)
+    faults.reject_handshakes("a", 503, count=2)
+    faults.drop_messages("a", types=["pong"])
+    assert faults.remove_rule("a", "reject") is True
+    assert faults.remove_rule("a", "reject") is False  # nothing left to remove
+    assert not faults.hold_over(held.ticket, 0)  # still held
+    assert faults.rules_for("a")["hold"] is not None and faults.rules_for("a")["drop"] is not None
+    assert faults.remove_rule("a", "hold") is True
+    assert faults.hold_over(held.ticket, 0) and faults.after_hold("a") == Accept()
+    assert faults.remove_rule("a", "drop") is True
+    assert faults.snapshot()["rules"] == {}
+    with pytest.raises(ValueError, match="unknown rule kind 'mute'"):
+        faults.remove_rule("a", "mute")

@@ -202,6 +202,64 @@ async def test_hold_keeps_the_handshake_pending_until_released(
 
 
 @pytest.mark.asyncio
+async def test_a_reject_rule_set_while_a_handshake_is_held_rejects_it_on_release(
+    server: LiveServer, harness: HarnessAPI
+) -> None:
+    cid = new_client_id()
+    await ok(await harness.post(f"/__harness/clients/{cid}/hold"))
+    opening = asyncio.create_task(_open(server.ws_url(cid)))
+
+    async def held() -> bool:
+        info = await ok(await harness.get(f"/__harness/clients/{cid}"))
+        return bool(info["held_handshakes"] == 1)
+
+    await wait_until(held, "the handshake is held")
+    await ok(
+        await harness.post(f"/__harness/clients/{cid}/reject", json={"status": 503, "count": 1, "body": "later"})
+    )
+    assert (await ok(await harness.post(f"/__harness/clients/{cid}/release")))["released"] == 1
+    with pytest.raises(InvalidStatus) as info:
+        await asyncio.wait_for(opening, TIMEOUT)
+    assert info.value.response.status_code == 503 and info.value.response.body == b"later"
+    assert (await ok(await harness.get(f"/__harness/clients/{cid}")))["rules"]["reject"] is None
+    async with authenticated(server.ws_url(cid), cid) as client:  # the rule was used up
+        await client.request("ping", reply="pong")
+
+
+@pytest.mark.asyncio
+async def test_removing_a_reject_rule_keeps_a_held_handshake_held(
+    server: LiveServer, harness: HarnessAPI
+) -> None:
+    cid = new_client_id()
+    await ok(await harness.post(f"/__harness/clients/{cid}/hold"))
+    await ok(await harness.post(f"/__harness/clients/{cid}/drop", json={"types": ["pong"], "count": 1}))
+    opening = asyncio.create_task(_open(server.ws_url(cid)))
+
+    async def held() -> bool:
+        info = await ok(await harness.get(f"/__harness/clients/{cid}"))
+        return bool(info["held_handshakes"] == 1)
+
+    await wait_until(held, "the handshake is held")
+    await ok(await harness.post(f"/__harness/clients/{cid}/reject", json={"status": 503}))
+    removed = await ok(await harness.delete(f"/__harness/clients/{cid}/faults/reject"))
+    assert removed["removed"] is True and removed["rules"]["reject"] is None
+    assert removed["rules"]["hold"] is not None and removed["rules"]["drop"] is not None
+    assert (await ok(await harness.delete(f"/__harness/clients/{cid}/faults/reject")))["removed"] is False
+    assert await held() and not opening.done()
+    released = await ok(await harness.delete(f"/__harness/clients/{cid}/faults/hold"))
+    assert released["removed"] is True and released["rules"]["drop"] is not None
+    ws = await asyncio.wait_for(opening, TIMEOUT)
+    async with ws:
+        client = NovaTestClient(ws, cid)
+        await client.expect("connection_established")
+        await client.authenticate()
+        await client.send("ping", id="dropped")
+        await client.request("ping", reply="pong")  # the drop rule took the first pong only
+    bad = await harness.delete(f"/__harness/clients/{cid}/faults/mute")
+    assert bad.status_code == 422 and "reject, hold, delay, drop" in bad.text
+
+
+@pytest.mark.asyncio
 async def test_a_client_that_leaves_while_held_is_forgotten(
     server: LiveServer, harness: HarnessAPI
 ) -> None:

@@ -70,6 +70,12 @@ def test_fault_control_drives_every_server_fault(live_server: LiveServer) -> Non
         info = control.client_info("frank")
         assert info["connected"] and info["authenticated"]
         assert any(c.get("client_id") == "frank" for c in control.clients())
+        removed = control.remove_rule("frank", "reject")
+        assert removed["removed"] is True and removed["rules"]["reject"] is None
+        assert removed["rules"]["hold"] is not None and removed["rules"]["drop"] is not None
+        with pytest.raises(FaultControlError, match="unknown rule kind") as bad:
+            control.remove_rule("frank", "mute")
+        assert bad.value.status == 422
         control.release_handshakes("frank")
         control.clear("frank")
         control.clear()
