@@ -280,7 +280,12 @@ class Faults:
         )
 
     def stall(self, direction: str = "to_client") -> FaultHandle:
-        """Stop forwarding one way (the socket stays open); held frames flow again on undo."""
+        """Stop forwarding one way (the socket stays open); held frames flow again on undo.
+
+        On undo each held frame goes to the socket it came from; frames of a
+        socket that has closed meanwhile are discarded, never sent on a newer
+        one.  ``str(handle)`` then says how many were released and discarded.
+        """
         return self._rule("stall", Stall(direction=self._one_way("stall", direction)))
 
     def inject(self, message: dict[str, Any] | str, *, direction: str = "to_client") -> FaultHandle:

@@ -6,7 +6,9 @@ route: :meth:`FrameJournal.attach` installs a pass-through
 records every frame with its time and connection index, validates it against
 the protocol models, and forwards it.  Closes are forwarded by Playwright's
 default forwarding, which keeps their codes and cleanliness exactly as the
-server sent them.
+server sent them; the journal only notes which connections have closed, so
+frames a stall held are released on their own connection, or discarded once
+it has closed (never sent on another socket).
 
 Interceptors (message-depth faults) see each frame before it is forwarded and
 decide what to forward instead: nothing (drop), the frame twice (duplicate),
@@ -157,7 +159,10 @@ class FrameJournal:
         self._t0 = time.monotonic()
         self.interceptors: list[Interceptor] = []
         self._rules: list[Any] = []
-        self._routes: list[Any] = []
+        # Connection index -> (page-side route, server-side route); filled under the lock.
+        self._routes: dict[int, tuple[Any, Any]] = {}
+        # Connections either end of which has closed (never reopened: a reconnect is a new index).
+        self._closed: set[int] = set()
         self._internal_errors: list[str] = []
 
     # ------------------------------------------------------------ capture
@@ -170,14 +175,51 @@ class FrameJournal:
         with self._lock:
             connection = len(self._connections)
             self._connections.append(route.url)
-        server = route.connect_to_server()
-        self._routes.append((route, server))
+            server = route.connect_to_server()  # fire and forget: does not block
+            self._routes[connection] = (route, server)
+        self._watch_closes(connection, route, server)
         route.on_message(
             lambda raw: self._forward(connection, route.url, "sent", raw, server.send, server, route)
         )
         server.on_message(
             lambda raw: self._forward(connection, route.url, "received", raw, route.send, route, route)
         )
+
+    def _watch_closes(self, connection: int, route: Any, server: Any) -> None:
+        """Note when either end of ``connection`` closes, without changing how closes travel.
+
+        A public ``on_close`` handler would replace Playwright's default
+        forwarding of the close to the other end, and its ``close()`` always
+        reports a clean close: an aborted connection (1006, ``wasClean``
+        false) would reach the page as clean.  So the journal listens to the
+        route's close events next to Playwright's own listener, which keeps
+        forwarding them exactly as sent.  Objects without Playwright's
+        internals (test doubles) get public ``on_close`` handlers, which
+        forward the close themselves.  The listeners only take a lock: they
+        run inside Playwright's dispatcher and must not block.
+        """
+        channel = getattr(getattr(route, "_impl_obj", None), "_channel", None)
+        listen = getattr(channel, "on", None)
+        if callable(listen):
+            listen("closePage", lambda _event: self._mark_closed(connection))
+            listen("closeServer", lambda _event: self._mark_closed(connection))
+            return
+        route.on_close(lambda code, reason: self._end_closed(connection, server, code, reason))
+        server.on_close(lambda code, reason: self._end_closed(connection, route, code, reason))
+
+    def _mark_closed(self, connection: int) -> None:
+        with self._lock:
+            self._closed.add(connection)
+
+    def _end_closed(
+        self, connection: int, other: Any, code: int | None, reason: str | None
+    ) -> None:
+        # The public on_close path: note the close, then forward it as Playwright would have.
+        self._mark_closed(connection)
+        try:
+            other.close(code=code, reason=reason)
+        except Exception as exc:  # noqa: BLE001 - reported at check(), not raised in the dispatcher
+            self._internal_errors.append(f"forwarding the close of conn{connection}: {exc!r}")
 
     def _forward(
         self,
@@ -229,8 +271,14 @@ class FrameJournal:
     def add_rule(self, rule: Any) -> Callable[[], None]:
         """Apply a message rule (``rule.decide(frame) -> [Emit] | None``) to later frames.
 
-        Returns the function that removes it; a rule with ``release()`` (a
-        stall) has its held frames forwarded, in order, on the latest socket.
+        Returns the function that removes it.  A rule with ``release_held()``
+        (a :class:`~harness.message_faults.Stall`) has its held frames
+        forwarded, in order, each on the connection it came from; frames of a
+        connection that has closed meanwhile are discarded, never sent on
+        another socket (a closed connection's pending frames are lost, as on a
+        real network).  A send that fails because its socket is closing
+        discards that frame too; the function never raises for it.  The rule's
+        ``note_release(released, discarded)``, when it has one, gets the counts.
         """
         with self._lock:
             self._rules.append(rule)
@@ -239,33 +287,62 @@ class FrameJournal:
             with self._lock:
                 if rule in self._rules:
                     self._rules.remove(rule)
-            release = getattr(rule, "release", None)
-            if release is not None:
-                held = release()
-                if held:
-                    direction: Direction = getattr(rule, "_direction", "received")
-                    for payload in held:
-                        self._send_live(payload, direction)
+            release_held = getattr(rule, "release_held", None)
+            if release_held is not None:
+                direction: Direction = getattr(rule, "_direction", "received")
+                released, discarded = self._release(release_held(), direction)
+                note = getattr(rule, "note_release", None)
+                if note is not None and (released or discarded):
+                    note(released, discarded)
 
         return remove
 
+    def _release(
+        self, held: Iterable[tuple[int, str | bytes]], direction: Direction
+    ) -> tuple[int, int]:
+        """Send each ``(connection, payload)`` on its own connection, in order.
+
+        Returns how many were sent and how many were discarded (their
+        connection closed, unknown, or its send failed).
+        """
+        with self._lock:
+            routes = dict(self._routes)
+            closed = set(self._closed)
+        released = discarded = 0
+        for connection, payload in held:
+            ends = routes.get(connection)
+            if ends is None or connection in closed:
+                discarded += 1
+                continue
+            route, server = ends
+            try:
+                (route if direction == "received" else server).send(payload)
+            except Exception:  # noqa: BLE001 - the socket closed during the release
+                closed.add(connection)
+                self._mark_closed(connection)
+                discarded += 1
+                continue
+            released += 1
+        return released, discarded
+
     def inject(self, payload: str | bytes, *, direction: Direction = "received") -> Frame:
         """Send ``payload`` on the latest socket as if the other side had sent it, and journal it."""
-        if not self._routes:
-            raise ConfigurationError(
-                "the page has no WebSocket yet: load the page (ws_helper.initialize) before message faults"
-            )
-        frame = self.record(len(self._connections) - 1, self._connections[-1], direction, payload)
-        self._send_live(payload, direction)
+        connection, url, route, server = self._latest_route()
+        frame = self.record(connection, url, direction, payload)
+        (route if direction == "received" else server).send(payload)
         return frame
 
-    def _send_live(self, payload: str | bytes, direction: Direction) -> None:
-        if not self._routes:
-            raise ConfigurationError(
-                "the page has no WebSocket yet: load the page (ws_helper.initialize) before message faults"
-            )
-        route, server = self._routes[-1]
-        (route if direction == "received" else server).send(payload)
+    def _latest_route(self) -> tuple[int, str, Any, Any]:
+        """The newest connection: its index, URL, page-side route and server-side route."""
+        with self._lock:
+            if not self._routes:
+                raise ConfigurationError(
+                    "the page has no WebSocket yet: load the page (ws_helper.initialize) before "
+                    "message faults"
+                )
+            connection = max(self._routes)
+            route, server = self._routes[connection]
+            return connection, self._connections[connection], route, server
 
     def record(self, connection: int, url: str, direction: Direction, raw: str | bytes) -> Frame:
         """Add a frame to the journal (validated when ``validate``); return it."""

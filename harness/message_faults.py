@@ -3,8 +3,9 @@
 A rule looks at one journaled frame and decides what to forward instead:
 nothing (drop), the frame later (delay), the frame twice (duplicate), or
 nothing until the rule ends (stall, whose held frames are then released in
-order).  Rules have no I/O and no clock: the journal's route applies their
-decisions (see :meth:`harness.journal.FrameJournal.add_rule`).
+order, each on the socket it came from).  Rules have no I/O and no clock:
+the journal's route applies their decisions (see
+:meth:`harness.journal.FrameJournal.add_rule`).
 
 Realism limits: the page's socket stays open and its close codes are
 untouched, so these faults model a misbehaving server or intermediary at
@@ -106,16 +107,64 @@ class Duplicate(MessageRule):
 
 @dataclass
 class Stall(MessageRule):
-    """Hold every frame of a direction until the rule ends, then release them in order."""
+    """Hold every matching frame until the rule ends; then each goes back to its own socket.
+
+    ``held`` keeps the held payloads, oldest first, and ``held_connections``
+    the connection index (:attr:`Frame.connection`) each came from, at the
+    same position.  When the rule is removed the journal forwards each frame,
+    in order, on the connection it came from, and discards the frames of a
+    connection that has closed meanwhile (a stuck server loop or a full send
+    queue never moves frames to another connection; a closed connection's
+    pending frames are lost).  ``released`` and ``discarded`` count what the
+    journal did with them (:meth:`note_release`); :meth:`describe` shows both.
+    """
 
     held: list[str | bytes] = field(default_factory=list)
+    held_connections: list[int] = field(default_factory=list)
+    released: int = 0
+    discarded: int = 0
 
     def _emits(self, frame: Frame) -> list[Emit]:
+        # Runs inside decide(), under the rule's lock: both lists move together.
         self.held.append(frame.raw)
+        self.held_connections.append(frame.connection)
         return []
 
-    def release(self) -> list[str | bytes]:
-        """The held frames, oldest first (the rule forwards nothing more once removed)."""
+    def release_held(self) -> list[tuple[int, str | bytes]]:
+        """Take the held frames as ``(connection, payload)``, oldest first; none stay held.
+
+        The journal calls this when the rule is removed, to send each payload
+        on the connection it came from.
+        """
         with self._lock:
-            held, self.held = self.held, []
+            held = list(zip(self.held_connections, self.held, strict=True))
+            self.held, self.held_connections = [], []
             return held
+
+    def release(self) -> list[str | bytes]:
+        """Take the held payloads, oldest first, without their connections.
+
+        See :meth:`release_held`, which the journal uses.
+        """
+        return [payload for _, payload in self.release_held()]
+
+    def note_release(self, released: int, discarded: int) -> None:
+        """Count frames the journal forwarded on their socket, and those it discarded.
+
+        ``discarded`` frames came from a connection that had closed by the time
+        the rule was removed.
+        """
+        with self._lock:
+            self.released += released
+            self.discarded += discarded
+
+    def describe(self) -> str:
+        """As :meth:`MessageRule.describe`, plus what became of the held frames once released."""
+        text = super().describe()
+        with self._lock:
+            released, discarded = self.released, self.discarded
+        if released or discarded:
+            text += f", {released} held frame(s) released"
+            if discarded:
+                text += f", {discarded} discarded (their socket had closed)"
+        return text

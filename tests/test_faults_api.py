@@ -25,6 +25,7 @@ from harness import (
     HarnessError,
 )
 from harness.proxy import FaultProxy
+from tests._routes import FakeRoute
 from tests.conftest import TEST_TOKEN, LiveServer
 
 
@@ -144,20 +145,9 @@ def test_two_equal_faults_are_two_handles(helper: FakeHelper, proxy: FaultProxy)
 def test_one_off_faults_have_nothing_to_undo(helper: FakeHelper, proxy: FaultProxy) -> None:
     faults = faults_of(helper)
     helper.journal.record(0, "ws://x/debug/unit-client", "received", "{}")
-    helper.journal._connections.append("ws://x/debug/unit-client")  # a socket, as the route would add
-    helper.journal._routes.append((_Sink(), _Sink()))
+    helper.journal._on_socket(FakeRoute("ws://x/debug/unit-client"))  # as the page opens a socket
     handle = faults.inject({"type": "pong", "data": {}, "timestamp": "2026-01-01T00:00:00Z", "client_id": "c"})
     assert handle.depth == "message" and not handle.active and faults.active == []
-
-
-class _Sink:
-    """Stands for a Playwright route end: records what is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[str | bytes] = []
-
-    def send(self, payload: str | bytes) -> None:
-        self.sent.append(payload)
 
 
 def test_profile_is_one_handle_over_latency_and_bandwidth_each_way(
@@ -382,11 +372,34 @@ def test_faults_are_undone_at_teardown_even_when_the_test_fails(pytester: pytest
     result.stdout.fnmatch_lines(["*the test fails with every depth faulted*"])
 
 
+def test_an_undone_stall_says_how_many_held_frames_it_released_and_discarded(
+    helper: FakeHelper,
+) -> None:
+    old, new = FakeRoute("ws://x/debug/unit-client"), FakeRoute("ws://x/debug/unit-client")
+    helper.journal._on_socket(old)
+    helper.journal._on_socket(new)
+    stall = faults_of(helper).stall(direction="to_server")
+    ping = json.dumps(
+        {"type": "ping", "data": {}, "timestamp": "2026-01-01T00:00:00Z", "client_id": "c"}
+    )
+    old.emit(ping)
+    new.emit(ping)
+    old.server.closed_by_peer(1011, "gone")
+
+    stall.undo()
+    assert old.server.sent == [] and new.server.sent == [ping]
+    assert str(stall) == (
+        "message: stall every frame to_server, 1 held frame(s) released, "
+        "1 discarded (their socket had closed)"
+    )
+
+
 def test_an_injected_frame_is_journaled_and_sent_on_the_latest_socket(helper: FakeHelper) -> None:
-    page, server = _Sink(), _Sink()
-    helper.journal._connections.append("ws://x/debug/unit-client")
-    helper.journal._routes.append((page, server))
+    older, latest = FakeRoute("ws://x/debug/unit-client"), FakeRoute("ws://x/debug/unit-client")
+    helper.journal._on_socket(older)
+    helper.journal._on_socket(latest)
     message = {"type": "ping", "data": {}, "timestamp": "2026-01-01T00:00:00Z", "client_id": "c"}
     faults_of(helper).inject(message, direction="to_server")
-    assert server.sent == [json.dumps(message)] and page.sent == []
-    assert [f.direction for f in helper.journal.frames] == ["sent"]
+    assert latest.server.sent == [json.dumps(message)] and latest.sent == []
+    assert older.server.sent == [] and older.sent == []
+    assert [(f.direction, f.connection) for f in helper.journal.frames] == [("sent", 1)]

@@ -2,7 +2,9 @@
 
 Spec: every frame is validated against the models of its direction; a
 failing validator or interceptor never loses a frame (it is forwarded
-unchanged and the failure fails the check); ``wait_for`` does not consume;
+unchanged and the failure fails the check); a stall's held frames go back
+to the socket they came from, or are discarded when it has closed;
+``wait_for`` does not consume;
 status and attempt texts match whole words and whole numbers; extra page
 query parameters are merged into the configured page URL.
 """
@@ -17,7 +19,9 @@ import pytest
 from harness import FrameJournal, WsConfig
 from harness.helper import WebSocketTestHelper, _number_text, _word
 from harness.journal import validate_directed
+from harness.message_faults import Stall
 from reference_server.protocol import make_message
+from tests._routes import FakeEnd, FakeRoute
 
 
 def _frame(type_: str, data: dict[str, Any] | None = None) -> str:
@@ -160,3 +164,94 @@ def test_violations_can_be_recorded_without_failing_the_check() -> None:
     assert len(journal.violations()) == 1
     with pytest.raises(AssertionError, match="ws_allow_invalid_frames"):
         journal.check()
+
+
+# ------------------------------------------------------------------ a stall's release, routed
+
+
+def _publish(content: str) -> str:
+    return _frame("publish", {"channel": "stalled", "content": content})
+
+
+def _socket(journal: FrameJournal, n: int) -> FakeRoute:
+    """A page socket opened through the journal's route (connection index ``n``)."""
+    route = FakeRoute(f"ws://x/ws?client_id=c1&socket={n}")
+    journal._on_socket(route)
+    assert journal.connections[n] == route.url
+    return route
+
+
+def _ends(route: FakeRoute, direction: str) -> tuple[FakeEnd, FakeEnd]:
+    """(where the test emits a frame going ``direction``, where the journal forwards it)."""
+    return (route, route.server) if direction == "to_server" else (route.server, route)
+
+
+@pytest.mark.parametrize("direction", ["to_server", "to_client"])
+def test_a_stall_releases_each_frame_on_its_socket_and_discards_a_closed_sockets(
+    direction: str,
+) -> None:
+    journal = FrameJournal(validate=False)
+    old, older_open, latest = (_socket(journal, n) for n in range(3))
+    stall = Stall(direction=direction)
+    remove = journal.add_rule(stall)
+
+    held = [
+        (old, "old 1"),
+        (older_open, "open 1"),
+        (latest, "latest 1"),
+        (old, "old 2"),
+        (older_open, "open 2"),
+    ]
+    for route, content in held:
+        _ends(route, direction)[0].emit(_publish(content))
+    assert stall.applied == 5
+    routes = (old, older_open, latest)
+    assert all(_ends(r, direction)[1].sent == [] for r in routes), "held, not sent"
+
+    old.server.closed_by_peer(1011, "restarting")  # the first socket ends while frames are held
+    assert old.closed_with == (1011, "restarting"), "the close still reaches the page"
+    remove()
+
+    def contents(end: FakeEnd) -> list[str]:
+        return [json.loads(raw)["data"]["content"] for raw in end.sent]
+
+    assert contents(_ends(old, direction)[1]) == [], "a closed socket's held frames are lost"
+    assert contents(_ends(older_open, direction)[1]) == ["open 1", "open 2"], "not to the latest"
+    assert contents(_ends(latest, direction)[1]) == ["latest 1"]
+    assert (stall.released, stall.discarded) == (3, 2)
+    assert "3 held frame(s) released, 2 discarded (their socket had closed)" in stall.describe()
+    journal.check(violations=False)
+
+
+def test_a_socket_the_page_closed_gets_none_of_its_held_frames() -> None:
+    journal = FrameJournal(validate=False)
+    first, second = _socket(journal, 0), _socket(journal, 1)
+    remove = journal.add_rule(Stall(direction="to_client"))
+    first.server.emit(_publish("to the first page socket"))
+
+    first.closed_by_peer(1000, "bye")  # the page closed it
+    assert first.server.closed_with == (1000, "bye"), "the close still reaches the server"
+    remove()
+    assert first.sent == [] and second.sent == []
+
+
+def test_a_send_that_fails_during_the_release_does_not_raise_and_discards_that_socket() -> None:
+    journal = FrameJournal(validate=False)
+    closing, live = _socket(journal, 0), _socket(journal, 1)
+    stall = Stall(direction="to_server")
+    remove = journal.add_rule(stall)
+    for route, content in [(closing, "a"), (live, "b"), (closing, "c")]:
+        route.emit(_publish(content))
+
+    closing.server.fail_sends = True  # closing as the release runs: no close event yet
+    remove()
+    assert [json.loads(raw)["data"]["content"] for raw in live.server.sent] == ["b"]
+    assert (stall.released, stall.discarded) == (1, 2)
+
+
+def test_frames_pass_again_after_the_release_on_their_own_socket() -> None:
+    journal = FrameJournal(validate=False)
+    first, second = _socket(journal, 0), _socket(journal, 1)
+    journal.add_rule(Stall(direction="to_server"))()
+    first.emit(_publish("after"))
+    assert len(first.server.sent) == 1 and second.server.sent == []

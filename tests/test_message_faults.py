@@ -12,9 +12,9 @@ from harness.message_faults import Delay, Drop, Duplicate, Emit, Stall
 from harness.profiles import PROFILES
 
 
-def _frame(type_: str, direction: str = "received", index: int = 0) -> Frame:
+def _frame(type_: str, direction: str = "received", index: int = 0, connection: int = 0) -> Frame:
     raw = json.dumps({"type": type_, "data": {}, "timestamp": "2026-01-01T00:00:00Z", "client_id": "c"})
-    return Frame(index, 0, direction, raw, json.loads(raw), 0.0, "", "ws://x")  # type: ignore[arg-type]
+    return Frame(index, connection, direction, raw, json.loads(raw), 0.0, "", "ws://x")  # type: ignore[arg-type]
 
 
 def test_drop_applies_to_its_type_and_direction_only() -> None:
@@ -43,6 +43,28 @@ def test_stall_holds_frames_and_releases_them_in_order() -> None:
     assert all(rule.decide(f) == [] for f in frames)
     assert [json.loads(raw)["type"] for raw in rule.release()] == ["ping", "publish", "subscribe"]
     assert rule.release() == []
+
+
+def test_stall_remembers_the_connection_each_held_frame_came_from() -> None:
+    rule = Stall(direction="to_server")
+    frames = [
+        _frame(t, direction="sent", index=i, connection=c)
+        for i, (t, c) in enumerate([("publish", 0), ("connect", 1), ("ping", 0), ("subscribe", 1)])
+    ]
+    assert all(rule.decide(f) == [] for f in frames)
+    assert rule.release_held() == [(f.connection, f.raw) for f in frames]
+    assert rule.release_held() == [] and rule.release() == []
+
+
+def test_stall_describes_what_became_of_its_held_frames() -> None:
+    rule = Stall(direction="to_server")
+    assert rule.describe() == "stall every frame to_server"
+    rule.note_release(2, 1)
+    assert rule.released == 2 and rule.discarded == 1
+    assert rule.describe() == (
+        "stall every frame to_server, 2 held frame(s) released, "
+        "1 discarded (their socket had closed)"
+    )
 
 
 @pytest.mark.parametrize("make", [lambda: Drop(direction="sideways"), lambda: Drop(count=0), lambda: Delay(ms=-1)])
