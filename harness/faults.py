@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from .control import FaultControlError
 from .errors import ConfigurationError, HarnessError
 from .journal import normalize_direction
 from .message_faults import Delay, Drop, Duplicate, MessageRule, Stall
@@ -187,10 +188,10 @@ class Faults:
         """The server answers the next ``count`` handshakes (all when None) with HTTP ``status``.
 
         The browser sees the socket close with 1006 before it opens.  Undoing
-        it removes what is left of the rule (nothing once ``count`` is used up).
-        Limit: the server clears a client's rules all at once, so undoing a
-        reject that is still pending while ``hold_handshakes`` holds a
-        handshake lets that handshake proceed (the hold rule itself stays).
+        it removes what is left of the rule (nothing once ``count`` is used up)
+        and leaves the test's other server rules, and handshakes that
+        ``hold_handshakes`` holds, as they are.  A handshake held while this
+        rule is set is rejected (and counted) when the hold ends.
         """
         control = self._control(
             "reject_handshakes", "At the network depth, faults.refuse_connections() refuses them."
@@ -205,7 +206,8 @@ class Faults:
     def hold_handshakes(self) -> FaultHandle:
         """The server holds handshakes open, so the page stays CONNECTING, until undone.
 
-        Undoing it lets the held handshakes proceed (the server accepts them).
+        Undoing it lets the held handshakes proceed: the server accepts them,
+        unless a ``reject_handshakes`` rule is active, which rejects them.
         """
         control = self._control("hold_handshakes", "At the network depth, faults.blackhole() stalls them too.")
         control.hold_handshakes(self._helper.client_id)
@@ -233,8 +235,15 @@ class Faults:
         if kind == "hold":
             control.release_handshakes(cid)  # removes the hold rule only, lets held ones proceed
             return
-        # The server can only clear a client's rules all at once: clear them, then put back
-        # the others as they stand now (a drop's remaining count, not its original one).
+        try:
+            control.remove_rule(cid, kind)  # the other rules and the held handshakes stay
+            return
+        except FaultControlError as exc:
+            if exc.status not in (404, 405):
+                raise
+        # A server without per-rule removal clears a client's rules all at once: clear them,
+        # then put back the others as they stand now (a drop's remaining count, not its
+        # original one).  Held handshakes go on meanwhile.
         rules = (control.client_info(cid) or {}).get("rules") or {}
         if not rules.get("reject"):
             return  # used up already

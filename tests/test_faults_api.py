@@ -9,7 +9,11 @@ teardown even when the test fails.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,6 +28,7 @@ from harness import (
     FrameJournal,
     HarnessError,
 )
+from harness.control import FaultControlError
 from harness.proxy import FaultProxy
 from tests._routes import FakeRoute
 from tests.conftest import TEST_TOKEN, LiveServer
@@ -188,9 +193,16 @@ def test_a_profile_that_fails_half_way_leaves_nothing_behind(
 # ------------------------------------------------------------------ server rules
 
 
+@pytest.mark.parametrize("per_rule_removal", [True, False], ids=["remove-rule", "server-without-it"])
 def test_undoing_a_reject_keeps_the_other_rules_as_they_stand(
-    helper: FakeHelper, control: FaultControl
+    helper: FakeHelper, control: FaultControl, per_rule_removal: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not per_rule_removal:  # an app whose /__harness cannot remove one rule: clear, then re-set
+
+        def unsupported(client_id: str, kind: str) -> None:
+            raise FaultControlError("DELETE answered 405: Method Not Allowed", 405)
+
+        monkeypatch.setattr(control, "remove_rule", unsupported)
     faults = faults_of(helper)
     control.drop("unit-client", types=["pong"], count=2)  # set outside the facade
     control.delay("unit-client", 50, types=["pong"])
@@ -212,6 +224,49 @@ def test_undoing_a_hold_removes_only_the_hold(helper: FakeHelper, control: Fault
     assert rules(control)["hold"] is None
     assert rules(control)["reject"] == {"status": 503, "remaining": 2, "body": ""}
     assert faults.active == [rejected]
+
+
+def _open_upgrade(port: int, client_id: str) -> socket.socket:
+    """Start a WebSocket handshake by hand and leave it waiting for the server's answer."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /debug/{client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _held(control: FaultControl, client_id: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while control.client_info(client_id)["held_handshakes"] != count:
+        assert time.monotonic() < deadline, f"expected {count} held handshake(s) of {client_id}"
+        time.sleep(0.01)  # polling the server's count, with a deadline
+
+
+def test_undoing_a_reject_leaves_a_held_handshake_held_and_a_reject_meets_it_on_release(
+    live_server: LiveServer, control: FaultControl, proxy: FaultProxy
+) -> None:
+    cid = f"held-{os.urandom(4).hex()}"
+    faults = faults_of(FakeHelper(FakeServer(control, proxy), client_id=cid))
+    held = faults.hold_handshakes()
+    waiting = _open_upgrade(live_server.port, cid)
+    try:
+        _held(control, cid, 1)
+        faults.reject_handshakes(503, count=1).undo()
+        _held(control, cid, 1)  # still waiting: only the reject rule went
+        assert rules(control, cid)["hold"] == {"timeout_ms": None} and held.active
+        faults.reject_handshakes(503, count=1)
+        held.undo()
+        assert waiting.recv(12) == b"HTTP/1.1 503"  # the reject rule set while it waited
+        later = _open_upgrade(live_server.port, cid)
+        try:
+            assert later.recv(12) == b"HTTP/1.1 101"  # the one rejection was counted
+        finally:
+            later.close()
+    finally:
+        waiting.close()
+        faults.clear()
 
 
 def test_a_newer_reject_replaces_the_older_one(helper: FakeHelper, control: FaultControl) -> None:
