@@ -14,6 +14,11 @@ server (the same frame echoed back), then the Nova/bare ratios.  Each round
 measures both servers in turn; the ratios reported are the medians over the
 rounds, so a drift in the machine's load touches both sides of a ratio.  Traffic goes
 only to 127.0.0.1 and every loop is bounded by a count and a deadline.
+
+Each round also times, in this process, one storage job round trip (the event
+loop hands a one-row read to the storage thread and gets the answer back): the
+cross-thread hop every publish pays, whose cost is a property of the machine.
+It is printed next to the single-client round trips it is part of.
 """
 
 from __future__ import annotations
@@ -157,6 +162,27 @@ async def _measure(name: str, port: int, clients: int, total: int, nova: bool, p
     return Result(name, clients, per_client * clients, elapsed, latencies, _cpu_seconds(pid) - cpu0)
 
 
+async def _storage_hop_us(path: Path, n: int = 2000) -> float:
+    """Microseconds per storage read job (event loop -> storage thread -> event loop), in this process.
+
+    The job reads one row; what it measures is mostly the two cross-thread
+    wake-ups every publish also pays, a property of the machine, not of Nova.
+    """
+    from reference_server.storage import Storage
+
+    storage = Storage(path)
+    await storage.open()
+    try:
+        for _ in range(200):
+            await storage.last_seq("bench")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await storage.last_seq("bench")
+        return (time.perf_counter() - t0) / n * 1e6
+    finally:
+        await storage.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--round-trips", type=int, default=3000, help="round trips per scenario")
@@ -178,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             asyncio.run(_measure("warm", echo_port, 1, 200, nova=False))
             asyncio.run(_measure("warm", nova_port, 1, 200, nova=True))
+            hops: list[float] = []
             for _ in range(args.repeat):
+                hops.append(asyncio.run(_storage_hop_us(Path(tmp) / "hop.db")))
                 for clients in args.clients:
                     bare = asyncio.run(
                         _measure("bare websockets echo", echo_port, clients, args.round_trips, False, echo.pid)
@@ -219,6 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{clients:>7} | {rate:>14.2f} | {p99:>13.2f} | {cpu:>16.2f}")
     print("goal: rate nova/bare >= 0.50 with 1 client, p99 nova/bare <= 3.0")
+    if 1 in rounds:
+        hop = statistics.median(hops)
+        bare_rt = statistics.median(1e6 / bare.rate for bare, _ in rounds[1])
+        nova_rt = statistics.median(1e6 / ours.rate for _, ours in rounds[1])
+        print(
+            f"\nstorage job round trip (event loop -> storage thread -> event loop, a one-row read): "
+            f"{hop:.0f} us on this machine (median over rounds)\n"
+            f"1 client: bare round trip {bare_rt:.0f} us, Nova publish {nova_rt:.0f} us; the rate goal allows "
+            f"Nova {2 * bare_rt:.0f} us, {bare_rt:.0f} us more than the bare round trip, "
+            f"{hop / bare_rt:.0%} of which the storage round trip alone takes"
+        )
     return 0
 
 
