@@ -47,6 +47,18 @@ class NovaWebSocketProtocol(WebSocketsSansIOProtocol):
     #: Received messages the application may have waiting before reading pauses.
     read_high_water = 16
 
+    # uvicorn leaves the handshake marked incomplete after a denial response (the
+    # ``websocket.http.response`` extension), so every rejected handshake logged
+    # "ASGI callable returned without completing handshake" at ERROR (Kludex/uvicorn#3138).
+    # A denial that is on the wire (``close_sent``) completes the handshake.
+    @property  # type: ignore[override]
+    def handshake_complete(self) -> bool:
+        return self._handshake_complete or (self.initial_response is not None and self.close_sent)
+
+    @handshake_complete.setter
+    def handshake_complete(self, value: bool) -> None:
+        self._handshake_complete = value
+
     def send_receive_event_to_app(self) -> None:
         if self.read_paused or self.queue.qsize() + 1 >= self.read_high_water:
             super().send_receive_event_to_app()

@@ -8,6 +8,7 @@ the control API.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -141,7 +142,9 @@ async def test_rule_bodies_are_validated(
 
 
 @pytest.mark.asyncio
-async def test_reject_503_twice_then_accept(server: LiveServer, harness: HarnessAPI) -> None:
+async def test_reject_503_twice_then_accept(
+    server: LiveServer, harness: HarnessAPI, caplog: pytest.LogCaptureFixture
+) -> None:
     cid = new_client_id()
     rules = await ok(
         await harness.post(
@@ -158,6 +161,8 @@ async def test_reject_503_twice_then_accept(server: LiveServer, harness: Harness
     async with authenticated(server.ws_url(cid), cid) as client:
         await client.request("ping", reply="pong")
     assert (await ok(await harness.get("/__harness/faults")))["rules"] == {}
+    # A rejection is a complete handshake: the server logs no error for it.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.asyncio
@@ -261,7 +266,7 @@ async def test_removing_a_reject_rule_keeps_a_held_handshake_held(
 
 @pytest.mark.asyncio
 async def test_a_client_that_leaves_while_held_is_forgotten(
-    server: LiveServer, harness: HarnessAPI
+    server: LiveServer, harness: HarnessAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     cid = new_client_id()
     await ok(await harness.post(f"/__harness/clients/{cid}/hold"))
@@ -275,6 +280,7 @@ async def test_a_client_that_leaves_while_held_is_forgotten(
     opening.cancel()  # the client gives up: its TCP connection closes
     await wait_until(lambda: held(0), "the server noticed the client left")
     assert (await ok(await harness.post(f"/__harness/clients/{cid}/release")))["released"] == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.asyncio
