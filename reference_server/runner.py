@@ -51,7 +51,7 @@ class NovaWebSocketProtocol(WebSocketsSansIOProtocol):
     # ``websocket.http.response`` extension), so every rejected handshake logged
     # "ASGI callable returned without completing handshake" at ERROR (Kludex/uvicorn#3138).
     # A denial that is on the wire (``close_sent``) completes the handshake.
-    @property  # type: ignore[override]
+    @property
     def handshake_complete(self) -> bool:
         return self._handshake_complete or (self.initial_response is not None and self.close_sent)
 
