@@ -18,7 +18,8 @@ URLs (JSON bodies; ``{client_id}`` is a client id, or ``*`` for every client)::
                                                      next `count` handshakes (null: all) get HTTP `status`
     POST   /__harness/clients/{client_id}/hold       {"timeout_ms": null}
                                                      handshakes wait, browser stays CONNECTING
-    POST   /__harness/clients/{client_id}/release    -> {"released": n}
+    POST   /__harness/clients/{client_id}/release    -> {"released": n}; released handshakes are
+                                                     accepted, or rejected by an active reject rule
     POST   /__harness/clients/{client_id}/delay      {"ms": 500, "types": ["pong"]}
                                                      server-to-client frames (of `types`, null: all)
                                                      are sent `ms` later, in order; 0 removes the rule
