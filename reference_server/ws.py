@@ -78,7 +78,7 @@ from .access import (
     lookup_api_key,
     required_permission,
 )
-from .faults import Accept, FaultController, Hold, Reject
+from .faults import FaultController, Hold, Reject
 from .hub import Hub
 from .protocol import (
     CHANNEL_PATTERN,
@@ -841,26 +841,17 @@ async def _wait_until_released(websocket: WebSocket, faults: FaultController, ho
 async def _handshake_faults(websocket: WebSocket, faults: FaultController, client_id: str) -> bool:
     """Apply the fault controller's handshake decision; True when the handshake goes on."""
     decision = faults.on_handshake(client_id, time.monotonic())
-    if isinstance(decision, Accept):
-        return True
+    if isinstance(decision, Hold):
+        try:
+            log.info("handshake of %s held by a fault rule", client_id)
+            if not await _wait_until_released(websocket, faults, decision):
+                return False
+        finally:
+            faults.end_hold(decision.ticket)
+        decision = faults.after_hold(client_id)  # a reject rule set meanwhile still applies
     if isinstance(decision, Reject):
         log.info("handshake of %s rejected with %d by a fault rule", client_id, decision.status)
-        await _deny(
-            websocket,
-            decision.status,
-            decision.body or "handshake rejected by a harness fault rule",
-        )
-        return False
-    try:
-        log.info("handshake of %s held by a fault rule", client_id)
-        if not await _wait_until_released(websocket, faults, decision):
-            return False
-    finally:
-        faults.end_hold(decision.ticket)
-    after = faults.after_hold(client_id)
-    if isinstance(after, Reject):
-        log.info("held handshake of %s rejected with %d by a fault rule", client_id, after.status)
-        await _deny(websocket, after.status, after.body or "handshake rejected by a harness fault rule")
+        await _deny(websocket, decision.status, decision.body or "handshake rejected by a harness fault rule")
         return False
     return True
 

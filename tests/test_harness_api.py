@@ -60,6 +60,20 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
+async def held_count(harness: HarnessAPI, client_id: str) -> int:
+    """How many handshakes of ``client_id`` the server holds now."""
+    return int((await ok(await harness.get(f"/__harness/clients/{client_id}")))["held_handshakes"])
+
+
+async def wait_held(harness: HarnessAPI, client_id: str, count: int = 1) -> None:
+    """Wait until the server holds ``count`` handshakes of ``client_id``."""
+
+    async def held() -> bool:
+        return await held_count(harness, client_id) == count
+
+    await wait_until(held, f"{count} handshake(s) of {client_id} are held")
+
+
 async def _open(url: str) -> ClientConnection:
     """Open a raw connection (a coroutine, so it can run as a task while held)."""
     return await connect(url, proxy=None, open_timeout=TIMEOUT)
@@ -186,12 +200,7 @@ async def test_hold_keeps_the_handshake_pending_until_released(
     cid = new_client_id()
     await ok(await harness.post(f"/__harness/clients/{cid}/hold", json={}))
     opening = asyncio.create_task(_open(server.ws_url(cid)))
-
-    async def held() -> bool:
-        info = await ok(await harness.get(f"/__harness/clients/{cid}"))
-        return bool(info["held_handshakes"] == 1)
-
-    await wait_until(held, "the handshake is held")
+    await wait_held(harness, cid)
     assert not opening.done()
     info = await ok(await harness.get(f"/__harness/clients/{cid}"))
     assert info["connected"] is False
@@ -213,12 +222,7 @@ async def test_a_reject_rule_set_while_a_handshake_is_held_rejects_it_on_release
     cid = new_client_id()
     await ok(await harness.post(f"/__harness/clients/{cid}/hold"))
     opening = asyncio.create_task(_open(server.ws_url(cid)))
-
-    async def held() -> bool:
-        info = await ok(await harness.get(f"/__harness/clients/{cid}"))
-        return bool(info["held_handshakes"] == 1)
-
-    await wait_until(held, "the handshake is held")
+    await wait_held(harness, cid)
     await ok(
         await harness.post(f"/__harness/clients/{cid}/reject", json={"status": 503, "count": 1, "body": "later"})
     )
@@ -239,18 +243,13 @@ async def test_removing_a_reject_rule_keeps_a_held_handshake_held(
     await ok(await harness.post(f"/__harness/clients/{cid}/hold"))
     await ok(await harness.post(f"/__harness/clients/{cid}/drop", json={"types": ["pong"], "count": 1}))
     opening = asyncio.create_task(_open(server.ws_url(cid)))
-
-    async def held() -> bool:
-        info = await ok(await harness.get(f"/__harness/clients/{cid}"))
-        return bool(info["held_handshakes"] == 1)
-
-    await wait_until(held, "the handshake is held")
+    await wait_held(harness, cid)
     await ok(await harness.post(f"/__harness/clients/{cid}/reject", json={"status": 503}))
     removed = await ok(await harness.delete(f"/__harness/clients/{cid}/faults/reject"))
     assert removed["removed"] is True and removed["rules"]["reject"] is None
     assert removed["rules"]["hold"] is not None and removed["rules"]["drop"] is not None
     assert (await ok(await harness.delete(f"/__harness/clients/{cid}/faults/reject")))["removed"] is False
-    assert await held() and not opening.done()
+    assert await held_count(harness, cid) == 1 and not opening.done()
     released = await ok(await harness.delete(f"/__harness/clients/{cid}/faults/hold"))
     assert released["removed"] is True and released["rules"]["drop"] is not None
     ws = await asyncio.wait_for(opening, TIMEOUT)
@@ -271,14 +270,9 @@ async def test_a_client_that_leaves_while_held_is_forgotten(
     cid = new_client_id()
     await ok(await harness.post(f"/__harness/clients/{cid}/hold"))
     opening = asyncio.create_task(_open(server.ws_url(cid)))
-
-    async def held(count: int) -> bool:
-        snapshot = await ok(await harness.get("/__harness/faults"))
-        return bool(snapshot["held_handshakes"].get(cid, 0) == count)
-
-    await wait_until(lambda: held(1), "the handshake is held")
+    await wait_held(harness, cid)
     opening.cancel()  # the client gives up: its TCP connection closes
-    await wait_until(lambda: held(0), "the server noticed the client left")
+    await wait_held(harness, cid, 0)
     assert (await ok(await harness.post(f"/__harness/clients/{cid}/release")))["released"] == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
@@ -303,13 +297,7 @@ async def test_clear_all_releases_held_handshakes_and_removes_rules(
     await ok(await harness.post("/__harness/clients/*/hold"))
     await ok(await harness.post("/__harness/clients/other/drop", json={"types": ["pong"]}))
     opening = asyncio.create_task(_open(server.ws_url(cid)))
-
-    async def held() -> bool:
-        return bool(
-            (await ok(await harness.get("/__harness/faults")))["held_handshakes"].get(cid) == 1
-        )
-
-    await wait_until(held, "the handshake is held")
+    await wait_held(harness, cid)  # held by the "*" rule
     cleared = await ok(await harness.delete("/__harness/faults"))
     assert cleared == {"rules": {}, "held_handshakes": {}}
     async with await asyncio.wait_for(opening, TIMEOUT) as ws:

@@ -45,6 +45,7 @@ def _journal(client_page: ClientPage) -> FrameJournal:
     """Route every socket of the page through a journal (before the page loads)."""
     page = client_page.page
     journal = FrameJournal(
+        # How the journal's condition waits let Playwright dispatch routed frames (as ws_helper does).
         pump=lambda seconds: page.wait_for_timeout(max(1, int(seconds * 1000))),
         default_timeout=TIMEOUT_S,
     )
