@@ -29,7 +29,10 @@ class FaultControlError(HarnessError):
 
 
 class FaultControl:
-    """Server-depth faults for one server, keyed by client id."""
+    """Server-depth faults for one server, keyed by client id (a :class:`~harness.faults.ports.ServerFaultPort`)."""
+
+    #: Faults are applied in the app's own process (the reference server, or FaultMiddleware).
+    where = "server"
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")

@@ -272,7 +272,7 @@ class FrameJournal:
         """Apply a message rule (``rule.decide(frame) -> [Emit] | None``) to later frames.
 
         Returns the function that removes it.  A rule with ``release_held()``
-        (a :class:`~harness.message_faults.Stall`) has its held frames
+        (a :class:`~harness.faults.messages.Stall`) has its held frames
         forwarded, in order, each on the connection it came from; frames of a
         connection that has closed meanwhile are discarded, never sent on
         another socket (a closed connection's pending frames are lost, as on a

@@ -19,7 +19,7 @@ import pytest
 from harness import FrameJournal, WsConfig
 from harness.helper import WebSocketTestHelper, _number_text, _word
 from harness.journal import validate_directed
-from harness.message_faults import Stall
+from harness.faults.messages import Stall
 from reference_server.protocol import make_message
 from tests._routes import FakeEnd, FakeRoute
 

@@ -8,7 +8,7 @@ import pytest
 
 from harness.errors import ConfigurationError
 from harness.journal import Frame
-from harness.message_faults import Delay, Drop, Duplicate, Emit, Stall
+from harness.faults.messages import Delay, Drop, Duplicate, Emit, Stall
 from harness.profiles import PROFILES
 
 

@@ -1,7 +1,7 @@
 """A message-depth stall across a reconnect: frames held from a socket die with it.
 
 Depth: message (a :class:`~harness.FrameJournal` routes the page's sockets, as
-``ws_helper`` does, and a :class:`~harness.message_faults.Stall` holds every
+``ws_helper`` does, and a :class:`~harness.faults.messages.Stall` holds every
 frame the page sends, as ``ws_faults.stall(direction="to_server")`` does) and
 server (the /__harness API closes or aborts the page's socket).  Time:
 Playwright's clock, paused after load.
@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 
 from harness import FrameJournal
 from harness.journal import Frame
-from harness.message_faults import Stall
+from harness.faults.messages import Stall
 from tests.browser.conftest import TIMEOUT_S, ClientPage, unique_id
 
 #: Test instrumentation: the page's socket close events, as the page's code sees them.

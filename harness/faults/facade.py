@@ -28,15 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from .control import FaultControlError
-from .errors import ConfigurationError, HarnessError
-from .journal import normalize_direction
-from .message_faults import Delay, Drop, Duplicate, MessageRule, Stall
-from .profiles import PROFILES
-from .proxy import Bandwidth, Blackhole, Latency, LimitData, Slicer, Target
+from ..control import FaultControlError
+from ..errors import ConfigurationError, HarnessError
+from ..journal import normalize_direction
+from .messages import Delay, Drop, Duplicate, MessageRule, Stall
+from ..profiles import PROFILES
+from ..proxy import Bandwidth, Blackhole, Latency, LimitData, Slicer, Target
 
 if TYPE_CHECKING:
-    from .helper import WebSocketTestHelper
+    from ..helper import WebSocketTestHelper
 
 __all__ = ["Depth", "FaultHandle", "Faults"]
 

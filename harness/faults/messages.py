@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .journal import Direction, Frame, normalize_direction
+from ..journal import Direction, Frame, normalize_direction
 
 __all__ = ["Delay", "Drop", "Duplicate", "Emit", "MessageRule", "Stall"]
 
