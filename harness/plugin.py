@@ -38,6 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             setting.option,
             dest=f"nova_ws_{setting.field}",
             default=None,
+            metavar=setting.option.removeprefix("--ws-").upper().replace("-", "_"),
             help=f"{setting.help}; env {setting.env}, ini {setting.ini}",
         )
         ini_type: Literal["linelist", "string"] = "linelist" if setting.field == "test_ids" else "string"

@@ -17,13 +17,13 @@ from functools import lru_cache
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qsl, unquote
 
+from ..config import PLACEHOLDER
+
 __all__ = ["CLIENT_ID_COOKIE", "PLACEHOLDER", "client_id_from_request", "path_pattern_regex"]
 
 #: The cookie naming the test's client id, set by the helper on the page's browser context.
 CLIENT_ID_COOKIE = "nova_ws_client_id"
 
-#: The placeholder of ``ws_path`` and ``ws_page_path`` patterns.
-PLACEHOLDER = "{client_id}"
 
 
 @lru_cache(maxsize=64)
