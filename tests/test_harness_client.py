@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from harness.client import NovaClient, ProtocolClientError
+from harness.client import NovaClient, ProtocolClientError, WsClient, _now_iso
 from harness.control import FaultControl, FaultControlError
 from harness.errors import WaitTimeoutError
+from reference_server.protocol import now_iso
 from tests.conftest import LiveServer
 
 
@@ -106,3 +110,26 @@ def test_expect_leaves_skipped_frames_for_later(live_server: LiveServer) -> None
         gina.subscribe("skips")
         assert gina.expect("subscribed")["data"]["channel"] == "skips"
         assert gina.expect("pong")["type"] == "pong"
+
+
+def test_expect_matches_dicts_against_data_and_text_against_the_raw_frame(live_server: LiveServer) -> None:
+    with _client(live_server, "hana") as hana:
+        hana.authenticate("valid-test-key")
+        hana.subscribe("matches")
+        hana.publish("matches", "first")
+        hana.publish("matches", "second")
+        message = hana.expect("channel_message", {"content": "second"})
+        assert message["data"]["content"] == "second" and isinstance(hana, WsClient)
+        with pytest.raises(WaitTimeoutError, match="compared with the frame's 'data' field"):
+            hana.expect("channel_message", match={"data": {"content": "first"}}, timeout=0.1)
+        first = hana.expect(text=re.compile(r'"content": ?"first"'))
+        assert first["type"] == "channel_message", "a Nova frame is returned parsed, whatever matched it"
+
+
+def test_timestamps_have_the_reference_format() -> None:
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(iso, now_iso()), "the reference format changed: update harness.client._now_iso"
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    stamp = _now_iso()
+    assert re.fullmatch(iso, stamp)
+    assert before <= datetime.fromisoformat(stamp) <= datetime.now(UTC)
