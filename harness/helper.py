@@ -7,11 +7,13 @@ and by the page's own reconnect logic, in virtual time.  In *synthetic* mode
 the same calls dispatch the seed's window events (``websocket-status``,
 ``websocket-message``) instead, for apps without a cooperating server.
 
-Real mode reads the page's store through the reference client's test hook
-(``window.__novaWs.getState()``: ``status``, ``nextReconnectAt`` in epoch ms,
-``nextReconnectDelay``, ``autoReconnect``) and changes the connection only
-through the server's ``/__harness`` fault control, so every state the page
-shows is one it reached by itself.
+What is app-specific comes from the app profile (:mod:`harness.app`):
+a page with the Nova hook (``window.__novaWs``) is read through it; any
+other page is read from its socket log (:mod:`harness.browser.sockets`).
+Either way the connection changes only through a server-depth shim (the
+reference server's ``/__harness``, :class:`harness.asgi.FaultMiddleware`, or
+the fault proxy), so every state the page shows is one it reached by itself
+(:mod:`harness.browser.status`).
 
 Frames travel through a Playwright route (the journal), and Playwright
 delivers a routed frame only while the test thread is inside a Playwright
@@ -32,20 +34,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .app import AppProfile, load_profile
+from .app.requests import CLIENT_ID_COOKIE
+from .browser.route import FrameJournal
+from .browser.sockets import SOCKET_LOG_SCRIPT, SocketInfo
+from .browser.status import HookStatus, SocketStatus, StatusDriver
 from .config import Mode, WsConfig
 from .errors import ConfigurationError, HarnessError, WaitTimeoutError
 from .faults import Faults
-from .journal import Frame, FrameJournal
-from .matching import Match
+from .frames.log import Frame
+from .matching import Match, TextMatch
 from .server import ServerUnderTest
 
 __all__ = ["ConnectionStatus", "WebSocketTestHelper", "new_client_id"]
 
 ConnectionStatus = Literal["disconnected", "connecting", "connected", "error"]
 _STATUSES: tuple[str, ...] = ("disconnected", "connecting", "connected", "error")
-
-#: The page's store, read through the reference client's test hook.
-_STATE = "window.__novaWs.getState()"
 
 #: Polling interval of in-page waits (ms).  Not requestAnimationFrame: the paused
 #: virtual clock holds animation frames too.
@@ -68,12 +72,12 @@ def _pw_expect() -> Any:
 
 def _word(text: str) -> re.Pattern[str]:
     """``text`` as a whole word: ``connected`` must not match ``disconnected``."""
-    return re.compile(rf"(?<![\w-]){re.escape(text)}(?![\w-])")
+    return re.compile(rf"(?<![\w-]){re.escape(text)}(?![\w-])", re.IGNORECASE)
 
 
 def _number_text(prefix: str, n: int) -> re.Pattern[str]:
     """``prefix`` followed by exactly ``n``: ``attempts: 1`` must not match ``attempts: 10``."""
-    return re.compile(rf"{re.escape(prefix)}{n}(?!\d)")
+    return re.compile(rf"{re.escape(prefix)}{n}(?!\d)", re.IGNORECASE)
 
 
 class WebSocketTestHelper:
@@ -99,6 +103,7 @@ class WebSocketTestHelper:
         validate_frames: bool = True,
         page_query: Mapping[str, Any] | None = None,
         context_prepared: bool = False,
+        profile: AppProfile | None = None,
     ) -> None:
         self._page = page
         self._server = server
@@ -110,8 +115,19 @@ class WebSocketTestHelper:
         self.page_query: dict[str, Any] = dict(page_query or {})
         # Frames are always validated, so a test can look at the violations; only
         # ``validate_frames`` (off under ws_allow_invalid_frames) makes them fail the test.
-        self.journal = FrameJournal(validate=True, pump=self._pump, default_timeout=config.timeout)
+        self.profile: AppProfile = profile if profile is not None else load_profile(config)
+        self.journal = FrameJournal(
+            validate=True,
+            validator=self.profile.validator,
+            pump=self._pump,
+            default_timeout=config.timeout,
+            type_key=self.profile.type_key,
+            match_in=self.profile.match_in,
+        )
         self.fail_on_invalid_frames = validate_frames
+        self._status_driver: StatusDriver = (
+            HookStatus(self) if self.profile.page_hook else SocketStatus(self)
+        )
         self._faults: Faults | None = None
         self._initialized = False
         self._context_prepared = context_prepared
@@ -135,6 +151,8 @@ class WebSocketTestHelper:
         context.add_init_script(_seed_script(seed))
         if virtual_time:
             _pause_clock(context.clock, datetime.now(UTC))
+        # After the clock, so the log sees its timers; after the route, so it wraps its WebSocket.
+        context.add_init_script(SOCKET_LOG_SCRIPT)
 
     # ------------------------------------------------------------ properties
 
@@ -166,6 +184,23 @@ class WebSocketTestHelper:
         return self._faults
 
     @property
+    def sockets(self) -> list[SocketInfo]:
+        """Every WebSocket the page created so far, oldest first (:class:`~harness.browser.sockets.SocketInfo`).
+
+        Index, URL, state, open and close times (page clock, epoch ms), close
+        code and reason, and whether it closed cleanly; read from the page's
+        socket log, whatever the app.
+        """
+        from .browser.sockets import read_sockets
+
+        found = read_sockets(self._page)
+        if found is None:
+            raise HarnessError(
+                "the page has no socket log: load it through the helper (initialize or reload) first"
+            )
+        return found
+
+    @property
     def connections(self) -> list[str]:
         """The URL of every socket the page opened so far, oldest first (from the journal)."""
         return self.journal.connections
@@ -182,6 +217,13 @@ class WebSocketTestHelper:
         """
         if self._initialized:
             return self
+        if self.mode == "synthetic" and not self.profile.page_hook:
+            raise ConfigurationError(
+                f"synthetic mode dispatches the seed's window events (websocket-status, websocket-message), "
+                f"which only an app with its own listeners for them reacts to; the {self.profile.name!r} "
+                "profile's app has none. Use real mode (the default: faults through FaultMiddleware or the "
+                "fault proxy), or a profile of your own with page_hook=True."
+            )
         self.journal.attach(self._page, re.compile(r"^wss?://"))
         if not self._context_prepared:
             # Before any script of the page: the jitter's first draw is already seeded.
@@ -189,6 +231,12 @@ class WebSocketTestHelper:
             if self.virtual_time:
                 # pause_at installs the clock too: paused from the first script on.
                 _pause_clock(self._page.clock, datetime.now(UTC))
+            self._page.add_init_script(SOCKET_LOG_SCRIPT)
+        if self.config.keyed_by_cookie:
+            # The app's socket URL names no client: the shims find the test's socket by this cookie.
+            self._page.context.add_cookies(
+                [{"name": CLIENT_ID_COOKIE, "value": self._client_id, "url": self._server.page_http_url}]
+            )
         self._load()
         self._initialized = True
         return self
@@ -223,7 +271,13 @@ class WebSocketTestHelper:
         return urlunsplit(parts._replace(query=urlencode(params)))
 
     def _load(self) -> None:
-        self._page.goto(self._page_url(), wait_until="domcontentloaded")
+        self._page.goto(self._page_url(), wait_until="domcontentloaded", timeout=self._timeout_ms(None))
+        if self.profile.page_hook:
+            self._wait_hook_ready()
+        elif self.mode == "real" and self.config.wait_for_socket:
+            self._wait_first_socket()
+
+    def _wait_hook_ready(self) -> None:
         # One round trip: the hook is there, the page is seeded (apps that ignore
         # window.__NOVA_WS_SEED but offer seed() get seeded here) and, in real mode,
         # its socket is open.
@@ -237,7 +291,7 @@ class WebSocketTestHelper:
         try:
             self._page.wait_for_function(
                 ready,
-                arg=[int(self.seed), self.mode == "real"],
+                arg=[int(self.seed), self.mode == "real" and self.config.wait_for_socket],
                 timeout=self._timeout_ms(None),
                 polling=_READY_POLL_MS,
             )
@@ -247,7 +301,8 @@ class WebSocketTestHelper:
                 raise WaitTimeoutError(
                     "expected the page to expose window.__novaWs (the reference client's test "
                     f"hook) within {self._timeout_s(None):.1f} s; is {self._page_url()} the Nova "
-                    "client, served with test mode on?"
+                    "client, served with test mode on? For another app, use ws_profile = generic "
+                    "(the default with --ws-app or --ws-base-url)."
                 ) from exc
             raise WaitTimeoutError(
                 f"expected the page to open its WebSocket after loading within "
@@ -255,6 +310,49 @@ class WebSocketTestHelper:
                 f"{_safe(lambda: json.dumps(self._brief_state()))}\n"
                 f"Last frames:\n{self.journal.describe(limit=10)}"
             ) from exc
+
+    def _wait_first_socket(self) -> None:
+        try:
+            self._page.wait_for_function(
+                "() => { const l = window.__novaWsSockets; return Boolean(l && l.read().some(s => s.state === 'open')); }",
+                timeout=self._timeout_ms(None),
+                polling=_READY_POLL_MS,
+            )
+        except Exception as exc:  # playwright TimeoutError
+            sockets = _safe(lambda: [s.describe() for s in self.sockets])
+            raise WaitTimeoutError(
+                f"expected the page {self._page_url()} to open a WebSocket within "
+                f"{self._timeout_s(None):.1f} s of loading; its sockets: {sockets}. If the page opens "
+                "its socket later (on a click), set ws_wait_for_socket = false and wait with "
+                "ws_helper.wait_for_socket_open() after the click."
+            ) from exc
+
+    def wait_for_socket_open(self, index: int | None = None, timeout: float | None = None) -> SocketInfo:
+        """Wait until the page's newest socket (or socket ``index``) is open; return it."""
+        return self._wait_socket_state(index, "open", timeout)
+
+    def wait_for_socket_closed(self, index: int | None = None, timeout: float | None = None) -> SocketInfo:
+        """Wait until the page's newest socket (or socket ``index``) has closed; return it (code, clean)."""
+        return self._wait_socket_state(index, "closed", timeout)
+
+    def _wait_socket_state(self, index: int | None, state: str, timeout: float | None) -> SocketInfo:
+        pick = "s[s.length - 1]" if index is None else f"s[{int(index)}]"
+        which = "its newest socket" if index is None else f"its socket #{int(index)}"
+        try:
+            self._page.wait_for_function(
+                f"() => {{ const l = window.__novaWsSockets; if (!l) return false; const s = l.read();"
+                f" const n = {pick}; return Boolean(n && n.state === {json.dumps(state)}); }}",
+                timeout=self._timeout_ms(timeout),
+                polling=_POLL_MS,
+            )
+        except Exception as exc:  # playwright TimeoutError
+            sockets = _safe(lambda: [s.describe() for s in self.sockets])
+            raise WaitTimeoutError(
+                f"expected the page's {which} to be {state} within {self._timeout_s(timeout):.1f} s; "
+                f"its sockets: {sockets}\nLast frames:\n{self.journal.describe(limit=10)}"
+            ) from exc
+        found = self.sockets
+        return found[-1] if index is None else found[int(index)]
 
     def cleanup(self) -> None:
         """Undo every fault this page's test started, and drop the journal's interceptors.
@@ -289,65 +387,72 @@ class WebSocketTestHelper:
     # ------------------------------------------------------------ state
 
     def state(self) -> dict[str, Any]:
-        """A copy of the page's store (``window.__novaWs.getState()``)."""
-        result: dict[str, Any] = self._page.evaluate(f"() => {_STATE}")
-        return result
+        """A copy of the page's store (``window.__novaWs.getState()``); pages without the hook: their sockets."""
+        if isinstance(self._status_driver, HookStatus):
+            return self._status_driver.state()
+        return self._status_driver.brief()
 
     def wait_for_state(self, predicate: str, what: str, timeout: float | None = None) -> None:
         """Wait until the JavaScript expression ``predicate`` over the store ``s`` is true.
 
         Example: ``wait_for_state("s.offlineQueue.length === 0", "the queue to drain")``.
+        On a page without the Nova hook, ``s`` is the array of its sockets
+        (see :attr:`sockets`; fields ``url``, ``state``, ``code``, ``wasClean``...).
         """
-        self._wait_status_js(predicate, what, timeout)
+        driver = self._status_driver
+        if isinstance(driver, HookStatus):
+            driver.wait(predicate, what, timeout)
+        else:
+            assert isinstance(driver, SocketStatus)
+            driver.wait_socket(predicate, what, timeout)
 
     # ------------------------------------------------------------ seed helper API
 
     def simulate_error(self, message: str) -> None:
         """Make the page show ``message`` as an error.
 
-        Real mode with an open socket: the server pushes a genuine ``error``
-        frame (``internal_error``) and this returns once the page received it.
-        Otherwise (synthetic mode, or no open socket): the seed's
-        ``websocket-message`` window event carries the same ``error`` message.
+        Real mode with an open socket: the server (or the shim in front of it)
+        pushes a genuine error frame (the profile's: Nova ``error``
+        ``internal_error``, else ``ws_error_frame``) and this returns once the
+        page received it.  Synthetic mode (Nova pages only): the seed's
+        ``websocket-message`` window event carries the same frame.
         """
-        frame = {
-            "type": "error",
-            "data": {"code": "internal_error", "message": message},
-            "timestamp": _now_iso(),
-            "client_id": self._client_id,
-        }
-        if (
-            self.mode == "real"
-            and self._server.faults is not None
-            and self._status() == "connected"
-        ):
+        text = self.profile.error_frame(message, self._client_id)
+        if self.mode == "real" and self._server.faults is not None and self._status() == "connected":
             before = len(self.journal.frames)
-            self._server.faults.push(self._client_id, frame)
+            self._server.faults.push_raw(self._client_id, text)
             self.journal.wait_for(
                 lambda f: (
                     f.index >= before
                     and f.direction == "received"
-                    and f.type == "error"
-                    and (f.message or {}).get("data", {}).get("message") == message
+                    and self.profile.is_error_frame(f.message, message)
                 ),
                 f"the pushed error frame {message!r} to reach the page",
             )
-        else:
-            self.dispatch_message(frame)
+            return
+        if not self.profile.page_hook:
+            if self.mode == "real" and self._status() != "connected":
+                raise HarnessError(
+                    f"simulate_error({message!r}) pushes an error frame on the page's open socket, and it "
+                    f"has none (sockets: {[s.describe() for s in self.sockets[-3:]]}); connect it first "
+                    "(set_connection_status('connected'))"
+                )
+            self._require_faults("simulate_error")
+        self.dispatch_message(json.loads(text))
 
     def set_connection_status(self, status: ConnectionStatus, *, error: str | None = None) -> None:
         """Put the connection in ``status``; return once the page has reacted.
 
-        Real mode (default), at server depth:
+        Real mode (default), at server depth (the reference server, or
+        :class:`harness.asgi.FaultMiddleware` / the fault proxy for other apps):
 
         ``"error"``
             the server fails the live connection (close 1011 with ``error`` as
             the reason) and rejects further handshakes with HTTP 503; a
-            handshake the server was holding stays unanswered until the page
-            gives it up (its open timeout, reached by advancing the clock).
-            The page then shows ``disconnected`` with a reconnect scheduled
-            (its reaction to a failed connection), or ``error`` if it gave up
-            for good: this returns once it has reacted.
+            handshake the server was holding fails.  The page then shows
+            ``disconnected`` with a reconnect scheduled (its reaction to a
+            failed connection), or ``error`` if it gave up for good: this
+            returns once it has reacted.
         ``"connecting"``
             the server stops rejecting and holds handshakes open (rules on
             frames, ``drop``/``delay``, stay) and the clock advances to the
@@ -359,9 +464,13 @@ class WebSocketTestHelper:
             to the next reconnect, or Reconnect is clicked when the page gave
             up); returns once the page has an open socket.
         ``"disconnected"``
-            the server closes the live socket cleanly (1000), or leaves a held
-            handshake unanswered as for ``"error"``, and holds further
-            handshakes.
+            the server closes the live socket cleanly (1000), or fails a held
+            handshake, and holds further handshakes.
+
+        On a page without the Nova hook, "reacted" is read from its sockets
+        (:attr:`sockets`): open is ``connected``, a handshake under way
+        ``connecting``, closed ``disconnected``; check the page's own status
+        text with :meth:`wait_for_connection_status`.
 
         Synthetic mode: the seed's ``websocket-status`` window event
         ``{status, error?}``; nothing happens on the socket.
@@ -377,101 +486,50 @@ class WebSocketTestHelper:
             self._dispatch("websocket-status", detail)
             self.wait_for_connection_status(status)
             return
-        {
-            "error": self._real_error,
-            "connecting": self._real_connecting,
-            "connected": self._real_connected,
-            "disconnected": self._real_disconnected,
-        }[status](error)
-
-    def _real_error(self, reason: str | None) -> None:
-        faults = self._require_faults("set_connection_status('error')")
-        cid = self._client_id
-        self._settle()
-        faults.reject_handshakes(cid, status=503)
-        self._release_held_into(faults)
-        if self._status() == "connected":
-            self._close_live(faults, 1011, reason or "simulated server error")
-        self._wait_status_js(
-            "s.status !== 'connected' && s.status !== 'connecting'",
-            "the page to lose its connection after the server failed it",
-        )
-
-    def _real_connecting(self, reason: str | None) -> None:
-        faults = self._require_faults("set_connection_status('connecting')")
-        cid = self._client_id
-        self._settle()
-        if self._status() == "connecting" and self._held() > 0:
-            return
-        self._lift_handshake_rules(faults)
-        faults.hold_handshakes(cid)
-        if self._status() == "connected":
-            self._close_live(faults, 1001, reason or "server going away (test)")
-            self._wait_status_js("s.status !== 'connected'", "the page to notice the close")
-        extra = 0.0 if self._status() == "connecting" else self._start_next_attempt()
-        self.wait_for_connection_status("connecting", timeout=self._timeout_s(None) + extra)
-        self._wait_until(
-            lambda: self._held() > 0,
-            "the server to hold the page's handshake",
-            hint="the page shows connecting but its handshake never reached the server",
-        )
-
-    def _real_connected(self, reason: str | None) -> None:
-        faults = self._require_faults("set_connection_status('connected')")
-        self._settle()
-        faults.clear(self._client_id)  # also lets a held handshake proceed
-        extra = self._start_next_attempt() if self._status() in ("disconnected", "error") else 0.0
-        self._wait_status_js(
-            "s.status === 'connected'",
-            "the page to open its WebSocket",
-            timeout=self._timeout_s(None) + extra,
-        )
-        self.wait_for_connection_status("connected")
-
-    def _real_disconnected(self, reason: str | None) -> None:
-        faults = self._require_faults("set_connection_status('disconnected')")
-        cid = self._client_id
-        self._settle()
-        # A held handshake is given up by the page (virtual time), or opens and is
-        # closed cleanly below.
-        self._release_held_into(faults)
-        self._lift_handshake_rules(faults)
-        faults.hold_handshakes(cid)
-        if self._status() == "connected":
-            self._close_live(faults, 1000, reason or "closed by the test")
-        self._wait_status_js(
-            "s.status !== 'connected' && s.status !== 'connecting'",
-            "the page to notice the clean close",
-        )
+        self._status_driver.set_status(status, error)
 
     def authenticate(self, api_key: str | None = None) -> None:
         """Type ``api_key`` (default: the configured key) and click Authenticate, as a user would."""
         key = self.config.api_key if api_key is None else api_key
-        ids = self.config.test_ids
-        self._page.get_by_test_id(ids.api_key_input).fill(key)
-        self._page.get_by_test_id(ids.authenticate_button).click()
+        self._fill("api_key_input", key)
+        self._click("authenticate_button")
 
     def wait_for_reconnect_info(self, expected_attempts: int, timeout: float | None = None) -> None:
-        """Wait until the reconnect info shows ``Reconnection attempts: N`` (exactly N)."""
+        """Wait until the reconnect info shows ``ws_reconnect_info_format`` with ``n`` = exactly N.
+
+        The default format is ``Reconnection attempts: {n}``; ``attempts: 1``
+        never matches ``attempts: 10``.  Case-insensitive.
+        """
+        fmt = self.config.reconnect_info_format
+        before, _, after = fmt.partition("{n}")
+        pattern = re.compile(
+            rf"{re.escape(before)}{int(expected_attempts)}(?!\d){re.escape(after)}", re.IGNORECASE
+        )
         self._expect_text(
-            self.config.test_ids.reconnect_info,
-            _number_text("Reconnection attempts: ", expected_attempts),
+            self._test_id("reconnect_info", "wait_for_reconnect_info"),
+            pattern,
             timeout,
-            shown_as=f"Reconnection attempts: {expected_attempts}",
+            shown_as=fmt.replace("{n}", str(expected_attempts)),
         )
 
     def wait_for_error_details(self, text: str, timeout: float | None = None) -> None:
         """Wait until the error details contain ``text``."""
-        self._expect_text(self.config.test_ids.error_details, text, timeout)
+        self._expect_text(self._test_id("error_details", "wait_for_error_details"), text, timeout)
 
     def wait_for_auth_status(self, text: str, timeout: float | None = None) -> None:
         """Wait until the auth status contains ``text`` (e.g. ``Authenticated``)."""
-        self._expect_text(self.config.test_ids.auth_status, text, timeout)
+        self._expect_text(self._test_id("auth_status", "wait_for_auth_status"), text, timeout)
 
     def wait_for_connection_status(self, status: str, timeout: float | None = None) -> None:
-        """Wait until the connection status shows the word ``status`` (``connected`` is not ``disconnected``)."""
+        """Wait until the connection status shows the word ``status`` (``connected`` is not ``disconnected``).
+
+        Case-insensitive: ``Connected`` shows ``connected``.
+        """
         self._expect_text(
-            self.config.test_ids.connection_status, _word(status), timeout, shown_as=status
+            self._test_id("connection_status", "wait_for_connection_status"),
+            _word(status),
+            timeout,
+            shown_as=status,
         )
 
     # ------------------------------------------------------------ time
@@ -491,52 +549,36 @@ class WebSocketTestHelper:
         self._page.clock.run_for(int(ms))
 
     def advance_to_next_reconnect(self, timeout: float | None = None) -> int:
-        """Advance the virtual clock to the page's scheduled reconnect; return its delay (ms).
+        """Advance the virtual clock to the page's next reconnect.
 
-        Waits (real time, up to ``timeout``) for the reconnect to be scheduled
-        first, so it can follow a close the page has not processed yet.  The
-        delay returned is the one the page drew (``nextReconnectDelay``); the
-        clock moves by what remains of it.
+        Nova pages: waits (real time, up to ``timeout``) for the reconnect to
+        be scheduled, runs the clock to it and returns the delay the page drew
+        (``nextReconnectDelay``).  Other pages: waits for the newest socket to
+        close, then steps the clock timer by timer until the page creates its
+        next socket (bounded: an hour of virtual time, 2000 timers), and returns
+        the milliseconds advanced; it fails, listing the sockets, when no timer
+        is left and no socket came.
         """
         self._require_virtual_time("advance_to_next_reconnect")
-        self._wait_status_js(
-            "s.nextReconnectAt != null || (s.status !== 'connected' && s.status !== 'connecting' && !s.autoReconnect)",
-            "the page to schedule a reconnect",
-            timeout,
-        )
-        info = self._page.evaluate(
-            f"() => {{ const s = {_STATE}; const at = s.nextReconnectAt;"
-            " return {at: at == null ? null : (typeof at === 'number' ? at : Date.parse(at)),"
-            " delay: s.nextReconnectDelay, now: Date.now(), status: s.status}; }"
-        )
-        if info.get("at") is None:
-            raise HarnessError(
-                "advance_to_next_reconnect: the page has no reconnect scheduled and will not "
-                f"reconnect by itself (status {info.get('status')!r}, automatic reconnection off); "
-                "click Reconnect or authenticate to open a new connection"
-            )
-        remaining = max(0, int(info["at"]) - int(info["now"]))
-        self._page.clock.run_for(remaining)
-        return int(info["delay"])
+        return self._status_driver.advance_to_next_reconnect(timeout)
 
     # ------------------------------------------------------------ UI actions
 
     def subscribe(self, channel: str) -> None:
         """Subscribe to ``channel`` through the UI."""
-        ids = self.config.test_ids
-        self._page.get_by_test_id(ids.channel_input).fill(channel)
-        self._page.get_by_test_id(ids.subscribe_button).click()
+        self._fill("channel_input", channel)
+        self._click("subscribe_button")
 
     def publish(self, channel: str, content: str) -> None:
         """Publish ``content`` on ``channel`` through the UI.
 
         Types ``channel`` into the channel input (the reference UI's publish
-        form follows it), then the message, then clicks Publish.
+        form follows it; skipped when the app has none: its test id is
+        empty), then the message, then clicks Publish.
         """
-        ids = self.config.test_ids
-        self._page.get_by_test_id(ids.channel_input).fill(channel)
-        self._page.get_by_test_id(ids.message_input).fill(content)
-        self._page.get_by_test_id(ids.publish_button).click()
+        self._fill("channel_input", channel)
+        self._fill("message_input", content)
+        self._click("publish_button")
 
     # ------------------------------------------------------------ frames
 
@@ -546,16 +588,20 @@ class WebSocketTestHelper:
         *,
         direction: str = "received",
         match: Match | None = None,
+        text: TextMatch | None = None,
         timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Wait for a frame (history included) of ``type`` matching ``match``; return its message.
+    ) -> Any:
+        """Wait for a frame (history included) of ``type`` matching ``match`` and ``text``; return it.
 
+        Returns the parsed JSON object, or the raw text (or bytes) of a frame
+        that is not one.  ``match``: a dict compared as a subset (of ``data``
+        for Nova, of the whole frame otherwise) or a predicate; ``text``: the
+        exact text, a compiled regex, or a predicate on the raw payload.
         Each frame satisfies one ``expect_frame`` only, so two calls for the
         same type return two different frames.
         """
-        frame = self.journal.expect(type, direction=direction, match=match, timeout=timeout)
-        assert frame.message is not None
-        return frame.message
+        frame = self.journal.expect(type, direction=direction, match=match, text=text, timeout=timeout)
+        return frame.message if frame.message is not None else frame.raw
 
     def expect_no_frame(
         self,
@@ -563,10 +609,14 @@ class WebSocketTestHelper:
         *,
         direction: str = "received",
         match: Match | None = None,
+        text: TextMatch | None = None,
         within: float = 0.5,
     ) -> None:
-        """Assert no not-yet-expected frame of ``type`` matching ``match`` shows up within ``within`` s."""
-        self.journal.expect_none(type, direction=direction, match=match, within=within)
+        """Assert no not-yet-expected frame matching shows up within ``within`` s.
+
+        With no ``type``, ``match`` or ``text``, any frame fails it, JSON or not.
+        """
+        self.journal.expect_none(type, direction=direction, match=match, text=text, within=within)
 
     # ------------------------------------------------------------ synthetic events
 
@@ -583,103 +633,44 @@ class WebSocketTestHelper:
     # ------------------------------------------------------------ internals
 
     def _status(self) -> str:
-        return str(self._page.evaluate(f"() => {_STATE}.status"))
+        return self._status_driver.status()
 
-    def _held(self) -> int:
-        info = self._require_faults("reading held handshakes").client_info(self._client_id)
-        return int(info.get("held_handshakes") or 0)
-
-    def _settle(self) -> None:
-        """Let a handshake in flight finish (open, fail, or be held) before the rules change.
-
-        Right after the clock released a reconnect, the page is CONNECTING
-        while its handshake is still on its way; rules set now would race the
-        server's verdict on it.
-        """
-        if self._status() != "connecting":
-            return
-        self._wait_until(
-            lambda: self._status() != "connecting" or self._held() > 0,
-            "the page's handshake in flight to open, fail or be held by the server",
-        )
-
-    def _lift_handshake_rules(self, faults: Any) -> None:
-        """Remove this client's reject and hold rules; keep its drop and delay rules.
-
-        The control API only clears a client's rules all at once, so the
-        frame rules a test set are put back right after.
-        """
-        cid = self._client_id
-        rules = faults.client_info(cid).get("rules") or {}
-        faults.clear(cid)
-        drop, delay = rules.get("drop"), rules.get("delay")
-        if drop:
-            faults.drop(cid, types=drop.get("types"), count=drop.get("remaining"))
-        if delay:
-            faults.delay(cid, ms=delay["ms"], types=delay.get("types"))
-
-    def _release_held_into(self, faults: Any) -> None:
-        """Make a handshake the server is holding fail; wait until the page has given it up.
-
-        In virtual time the server keeps holding it and the page abandons it
-        after its own open timeout (the clock advances by that timeout): a
-        failed attempt, whatever the rules.  Otherwise the handshake is
-        released into the rules now in force; the reference server accepts a
-        released handshake (it does not judge it again), so the caller closes
-        the socket that results.
-        """
-        if self._status() != "connecting":
-            return
-        open_timeout = int(
-            self._page.evaluate("() => Number((window.__novaWs.settings || {}).openTimeoutMs) || 0")
-        )
-        if self.virtual_time and open_timeout > 0 and self._held() > 0:
-            self._page.clock.run_for(open_timeout)
-            self._wait_status_js(
-                "s.status !== 'connecting'", "the page to give up the handshake the server holds"
+    def _test_id(self, name: str, what: str) -> str:
+        value: str = getattr(self.config.test_ids, name)
+        if not value:
+            raise ConfigurationError(
+                f"{what} reads the element with test id {name!r}, which this app does not have "
+                f"(ws_test_ids {name} is empty); set it to the element's "
+                f"{self.config.test_id_attribute}, or check the page another way"
             )
-            # Until the server notices, lifting its rules would let the dead handshake proceed.
-            self._wait_until(
-                lambda: self._held() == 0, "the server to drop the handshake the page gave up"
-            )
-            return
-        faults.release_handshakes(self._client_id)
-        self._wait_status_js(
-            "s.status !== 'connecting'", "the released handshake to complete or fail"
-        )
+        return value
 
-    def _close_live(self, faults: Any, code: int, reason: str) -> None:
-        from .control import FaultControlError
+    def _locator(self, test_id: str) -> Any:
+        attribute = self.config.test_id_attribute
+        if attribute == "data-testid":
+            return self._page.get_by_test_id(test_id)
+        return self._page.locator(f"[{attribute}={json.dumps(test_id)}]")
 
-        try:
-            faults.close_socket(self._client_id, code=code, reason=reason)
-        except FaultControlError as exc:
-            # 409: the socket went away meanwhile, which is what the caller wanted.
-            if "409" not in str(exc):
-                raise
+    def _fill(self, name: str, value: str) -> None:
+        """Fill the element with test id ``name``; skipped when the app has none (empty id)."""
+        test_id = getattr(self.config.test_ids, name)
+        if test_id:
+            self._locator(test_id).fill(value, timeout=self._timeout_ms(None))
 
-    def _start_next_attempt(self) -> float:
-        """Make the page try again: run the clock to its reconnect, or click Reconnect.
-
-        Returns the seconds to allow on top of a wait for the attempt: with
-        real timers, what remains of the page's backoff delay.
-        """
-        state = self.state()
-        if state.get("nextReconnectAt") is None:
-            self._page.get_by_test_id(self.config.test_ids.reconnect_button).click()
-            return 0.0
-        if self.virtual_time:
-            self.advance_to_next_reconnect()
-            return 0.0
-        now = float(self._page.evaluate("() => Date.now()"))
-        return max(0.0, (float(state["nextReconnectAt"]) - now) / 1000)
+    def _click(self, name: str) -> None:
+        """Click the element with test id ``name``; skipped when the app has none (empty id)."""
+        test_id = getattr(self.config.test_ids, name)
+        if test_id:
+            self._locator(test_id).click(timeout=self._timeout_ms(None))
 
     def _require_faults(self, what: str) -> Any:
         if self._server.faults is None:
             raise ConfigurationError(
-                f"{what} in real mode needs a server with the /__harness fault control API "
-                "(the reference server, or an app run with --ws-harness-token); "
-                "use synthetic mode (@pytest.mark.ws_mode('synthetic') or --ws-mode=synthetic) otherwise"
+                f"{what} in real mode needs a server-depth fault shim between the page and the app, and "
+                "this server has none. Any of: the reference server; --ws-app (wrapped in "
+                "harness.asgi.FaultMiddleware automatically); an app already running that mounts "
+                "FaultMiddleware, with --ws-harness-token; or the fault proxy in front of a running "
+                "app (--ws-base-url with ws_proxy on, the default, over http)"
             )
         return self._server.faults
 
@@ -703,7 +694,7 @@ class WebSocketTestHelper:
         *,
         shown_as: str | None = None,
     ) -> None:
-        locator = self._page.get_by_test_id(test_id)
+        locator = self._locator(test_id)
         if _already_contains(locator, text):
             return
         try:
@@ -712,16 +703,11 @@ class WebSocketTestHelper:
             shown = _safe(lambda: locator.inner_text(timeout=500))
             wanted = shown_as or (text if isinstance(text, str) else text.pattern)
             raise WaitTimeoutError(
-                f"expected [data-testid={test_id!r}] to contain {wanted!r} within "
+                f"expected [{self.config.test_id_attribute}={test_id!r}] to contain {wanted!r} within "
                 f"{self._timeout_s(timeout):.1f} s; it shows {shown!r}.\n"
                 f"Page state: {_safe(lambda: json.dumps(self._brief_state()))}\n"
                 f"Last frames:\n{self.journal.describe(limit=10)}"
             ) from exc
-
-    def _wait_status_js(self, predicate: str, what: str, timeout: float | None = None) -> None:
-        self._wait_js(
-            f"() => {{ const s = {_STATE}; return Boolean({predicate}); }}", what, timeout
-        )
 
     def _wait_js(
         self, predicate: str, what: str, timeout: float | None = None, hint: str = ""
@@ -751,16 +737,7 @@ class WebSocketTestHelper:
             self._pump(0.02)
 
     def _brief_state(self) -> dict[str, Any]:
-        state = self.state()
-        keys = (
-            "status",
-            "statusDetail",
-            "authStatus",
-            "reconnectAttempts",
-            "nextReconnectDelay",
-            "lastError",
-        )
-        return {k: state.get(k) for k in keys}
+        return self._status_driver.brief()
 
     def _pump(self, seconds: float) -> None:
         # Lets Playwright dispatch events (routed frames) while the test thread waits.
@@ -820,9 +797,3 @@ def _safe(fn: Callable[[], Any]) -> Any:
         return fn()
     except Exception as exc:  # noqa: BLE001 - only for error messages
         return f"<unavailable: {exc.__class__.__name__}>"
-
-
-def _now_iso() -> str:
-    from reference_server.protocol import now_iso
-
-    return now_iso()

@@ -117,8 +117,12 @@ def describe_match(
     if match is not None:
         parts.append(f"matching {match!r}")
     if text is not None:
-        shown = text.pattern if isinstance(text, re.Pattern) else text
-        parts.append(f"with text {'/' + shown + '/' if isinstance(text, re.Pattern) else repr(shown)}")
+        if isinstance(text, re.Pattern):
+            parts.append(f"with text /{text.pattern}/")
+        elif isinstance(text, str):
+            parts.append(f"with text {text!r}")
+        else:
+            parts.append(f"with text satisfying {getattr(text, '__name__', 'a predicate')}")
     return " ".join(parts)
 
 

@@ -8,20 +8,23 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
-from .artifacts import write_failure_artifacts
-from .client import NovaClient
 from .config import SETTINGS, WsConfig, resolve_config
 from .errors import ConfigurationError
-from .faults import Faults
-from .helper import WebSocketTestHelper, new_client_id
-from .server import ServerUnderTest, start_server, worker_id
 
-_HELPER_KEY = pytest.StashKey[WebSocketTestHelper]()
+if TYPE_CHECKING:
+    from .app import AppProfile
+    from .client import WsClient
+    from .faults import Faults
+    from .helper import WebSocketTestHelper
+    from .server import ServerUnderTest
+
+_HELPER_KEY = pytest.StashKey["WebSocketTestHelper"]()
 _OUTPUT_KEY = pytest.StashKey[str]()
+_CONFIG_KEY = pytest.StashKey[WsConfig]()
 
 MARKERS = {
     "ws_real_time": "ws_real_time: run the page with real timers (no virtual clock) for this test",
@@ -48,6 +51,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
+    # Resolved once, here: a bad setting stops the run with one message, not every test.
+    cli = {s.field: config.getoption(f"nova_ws_{s.field}") for s in SETTINGS}
+    ini = {s.field: config.getini(s.ini) for s in SETTINGS}
+    try:
+        config.stash[_CONFIG_KEY] = resolve_config(cli, os.environ, ini)
+    except ConfigurationError as exc:
+        raise pytest.UsageError(f"nova-ws: {exc}") from None
     if config.pluginmanager.hasplugin("playwright"):
         from . import _browser_fixtures
 
@@ -63,6 +73,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     helper = item.stash.get(_HELPER_KEY, None)
     if helper is None:
         return
+    from .artifacts import write_failure_artifacts
+
     out_dir = Path(item.stash.get(_OUTPUT_KEY, str(item.config.rootpath / "test-results")))
     paths = write_failure_artifacts(helper, out_dir)
     if paths:
@@ -77,64 +89,99 @@ def ws_config(pytestconfig: pytest.Config) -> WsConfig:
     """The resolved harness configuration (:class:`harness.WsConfig`).
 
     Resolution: CLI option > environment variable > ini key > default (the
-    reference app).  Override this fixture to change values in Python, e.g.
-    ``return ws_config.replace(api_key="my-key")``.
+    reference app), once at start-up (a bad value stops the run).  Override
+    this fixture to change values in Python, e.g.
+    ``return ws_config.replace(api_key="my-key")``; a directory may override
+    it for another app, and gets a server of its own.
     """
-    cli = {s.field: pytestconfig.getoption(f"nova_ws_{s.field}") for s in SETTINGS}
-    ini = {s.field: pytestconfig.getini(s.ini) for s in SETTINGS}
-    try:
-        return resolve_config(cli, os.environ, ini)
-    except ConfigurationError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    return pytestconfig.stash[_CONFIG_KEY]
+
+
+class ServerPool:
+    """The servers of this session (so of this xdist worker): one per distinct configuration.
+
+    Started on first use, stopped at the end of the session.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._servers: dict[WsConfig, ServerUnderTest] = {}
+        self._profiles: dict[WsConfig, AppProfile] = {}
+
+    def server(self, config: WsConfig) -> ServerUnderTest:
+        """The server for ``config``, started if it is the first test to need it."""
+        server = self._servers.get(config)
+        if server is None:
+            from .server import start_server, worker_id
+
+            workdir = self._tmp.mktemp(f"nova-ws-{worker_id()}")
+            server = self._servers[config] = start_server(config, workdir)
+        return server
+
+    def profile(self, config: WsConfig, rootdir: Path) -> AppProfile:
+        """The app profile for ``config`` (schemas read once)."""
+        profile = self._profiles.get(config)
+        if profile is None:
+            from .app import load_profile
+
+            try:
+                profile = self._profiles[config] = load_profile(config, rootdir)
+            except ConfigurationError as exc:
+                raise pytest.UsageError(f"nova-ws: {exc}") from None
+        return profile
+
+    def stop(self) -> None:
+        errors: list[BaseException] = []
+        for server in self._servers.values():
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others, then report
+                errors.append(exc)
+        self._servers.clear()
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(scope="session")
-def ws_server(ws_config: WsConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerUnderTest]:
-    """The server under test, one per session (so one per xdist worker).
+def ws_server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """The session's servers under test, one per distinct ``ws_config`` (:class:`ServerPool`).
+
+    For fixtures of a broader scope than a test: ``ws_server_pool.server(ws_config)``.
+    """
+    pool = ServerPool(tmp_path_factory)
+    try:
+        yield pool
+    finally:
+        pool.stop()
+
+
+@pytest.fixture
+def ws_server(ws_server_pool: ServerPool, ws_config: WsConfig) -> ServerUnderTest:
+    """The server under test for this test's ``ws_config``: started once per session (per xdist worker).
 
     The reference server in test mode on an ephemeral loopback port by default;
-    ``--ws-app module:attr`` runs another ASGI app in-process instead and
-    ``--ws-base-url`` uses an app already running.  Exposes ``http_url``,
-    ``ws_url(client_id)``, ``page_url(client_id)``, ``faults`` (the fault
-    control client) and ``log_lines()`` (this worker's server log).
+    ``--ws-app module:attr`` runs another ASGI app in-process instead (wrapped
+    in :class:`harness.asgi.FaultMiddleware`) and ``--ws-base-url`` uses an app
+    already running (behind the fault proxy).  Exposes ``http_url``,
+    ``ws_url(client_id)``, ``page_url(client_id)``, ``faults`` (the
+    server-depth fault control) and ``log_lines()`` (this worker's server log).
+    A directory that overrides ``ws_config`` gets its own server.
     """
-    workdir = tmp_path_factory.mktemp(f"nova-ws-{worker_id()}")
-    server = start_server(ws_config, workdir)
-    try:
-        yield server
-    finally:
-        server.stop()
+    return ws_server_pool.server(ws_config)
 
 
-@pytest.fixture
-def _ws_prepared_context(request: pytest.FixtureRequest, context: Any, ws_config: WsConfig) -> bool:
-    """The test's browser context, seeded and with its clock paused, before ``page`` opens."""
-    WebSocketTestHelper.prepare_context(
-        context, seed=ws_config.seed, virtual_time=request.node.get_closest_marker("ws_real_time") is None
-    )
-    return True
-
-
-@pytest.fixture
-def ws_helper(
+def _ws_helper(
     request: pytest.FixtureRequest,
-    _ws_prepared_context: bool,
+    prepared: bool,
     page: Any,
     ws_server: ServerUnderTest,
     ws_config: WsConfig,
+    ws_server_pool: ServerPool,
     output_path: str,
 ) -> Iterator[WebSocketTestHelper]:
-    """A :class:`harness.WebSocketTestHelper` on a fresh page with a unique client id.
+    """The body of the ``ws_helper`` fixture (harness/_browser_fixtures.py, registered with Playwright)."""
+    from .helper import WebSocketTestHelper
 
-    Before the test: the page's sockets are routed through the frame journal,
-    Playwright's clock is installed before the page loads (marker
-    ``ws_real_time`` opts out), the page's randomness is seeded, and in real
-    mode the helper waits for an open socket.  After the test: faults for the
-    client are lifted and every journaled frame must have matched the
-    protocol (marker ``ws_allow_invalid_frames`` opts out).  On failure the
-    journal, the status history and the client's server log lines are written
-    next to pytest-playwright's artifacts.
-    """
     mode_marker = request.node.get_closest_marker("ws_mode")
     id_marker = request.node.get_closest_marker("ws_client_id")
     helper = WebSocketTestHelper(
@@ -145,7 +192,8 @@ def ws_helper(
         mode=_mode_from_marker(mode_marker),
         virtual_time=request.node.get_closest_marker("ws_real_time") is None,
         validate_frames=request.node.get_closest_marker("ws_allow_invalid_frames") is None,
-        context_prepared=_ws_prepared_context,
+        context_prepared=prepared,
+        profile=ws_server_pool.profile(ws_config, request.config.rootpath),
     )
     request.node.stash[_HELPER_KEY] = helper
     request.node.stash[_OUTPUT_KEY] = output_path
@@ -153,6 +201,19 @@ def ws_helper(
     yield helper
     helper.cleanup()
     helper.check_frames()
+
+
+@pytest.fixture
+def ws_helper(request: pytest.FixtureRequest) -> Any:
+    """A :class:`harness.WebSocketTestHelper`: needs the ``browser`` extra (Playwright).
+
+    Replaced by the real fixture when pytest-playwright is installed; without
+    it, this fails with the command that installs it.
+    """
+    raise pytest.UsageError(
+        "ws_helper drives a browser through pytest-playwright, which is not installed: "
+        "pip install 'nova-ws-harness[browser]' (then python -m harness ensure-browser)"
+    )
 
 
 def _mode_from_marker(marker: pytest.Mark | None) -> Any:
@@ -179,28 +240,36 @@ class WsClientFactory(Protocol):
 
     def __call__(
         self, api_key: str | None = None, *, client_id: str | None = None, authenticate: bool = True
-    ) -> NovaClient: ...
+    ) -> Any: ...
 
 
 @pytest.fixture
-def ws_client(ws_server: ServerUnderTest, ws_config: WsConfig) -> Iterator[WsClientFactory]:
-    """A factory of Python protocol clients (:class:`harness.NovaClient`) for multi-party tests.
+def ws_client(
+    request: pytest.FixtureRequest, ws_server: ServerUnderTest, ws_config: WsConfig, ws_server_pool: ServerPool
+) -> Iterator[WsClientFactory]:
+    """A factory of Python clients of the app under test, for multi-party tests.
 
-    ``ws_client()`` returns a client connected to the server under test and
-    authenticated with the configured API key (``api_key=`` to use another,
-    ``authenticate=False`` to stop after ``connection_established``).  Every
-    client is closed at teardown.
+    Nova (the reference app): ``ws_client()`` returns a :class:`harness.NovaClient`
+    connected and authenticated with the configured API key (``api_key=`` to
+    use another, ``authenticate=False`` to stop after
+    ``connection_established``).  Other apps (the generic profile): a
+    connected :class:`harness.WsClient` (``send``, ``expect``,
+    ``expect_nothing``, ``close``); ``api_key`` and ``authenticate`` do not
+    apply.  Every client is closed at teardown.
     """
-    clients: list[NovaClient] = []
+    from .helper import new_client_id
+
+    profile = ws_server_pool.profile(ws_config, request.config.rootpath)
+    clients: list[WsClient] = []
 
     def make(
         api_key: str | None = None, *, client_id: str | None = None, authenticate: bool = True
-    ) -> NovaClient:
+    ) -> WsClient:
         cid = client_id or new_client_id("py")
-        client = NovaClient(ws_server.ws_url(cid), cid, default_timeout=ws_config.timeout)
+        client = profile.client(ws_server.ws_url(cid), cid, timeout=ws_config.timeout)
         clients.append(client)
         client.connect()
-        if authenticate:
+        if authenticate and hasattr(client, "authenticate"):
             client.authenticate(ws_config.api_key if api_key is None else api_key)
         return client
 

@@ -18,7 +18,7 @@ import pytest
 
 from harness import FrameJournal, WsConfig
 from harness.helper import WebSocketTestHelper, _number_text, _word
-from harness.journal import validate_directed
+from harness.app.nova import validate_directed
 from harness.faults.messages import Stall
 from reference_server.protocol import make_message
 from tests._routes import FakeEnd, FakeRoute
@@ -29,7 +29,7 @@ def _frame(type_: str, data: dict[str, Any] | None = None) -> str:
 
 
 def test_frames_are_validated_against_their_direction() -> None:
-    journal = FrameJournal()
+    journal = FrameJournal(validator=validate_directed)
     journal.record(0, "ws://x", "sent", _frame("ping"))
     journal.record(0, "ws://x", "received", _frame("pong"))
     assert journal.violations() == []
@@ -158,7 +158,7 @@ def test_page_query_is_merged_into_the_configured_page_url() -> None:
 
 
 def test_violations_can_be_recorded_without_failing_the_check() -> None:
-    journal = FrameJournal()
+    journal = FrameJournal(validator=validate_directed)
     journal.record(0, "ws://x", "received", "not json")
     journal.check(violations=False)
     assert len(journal.violations()) == 1

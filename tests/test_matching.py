@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from harness.errors import ConfigurationError, WaitTimeoutError
+from harness.app.nova import validate_directed
 from harness.journal import FrameJournal
 from harness.matching import frame_matches, subset_matches
 from reference_server.protocol import make_message
@@ -53,7 +54,7 @@ def test_journal_expect_waits_for_future_frames() -> None:
 
 
 def test_journal_flags_protocol_violations() -> None:
-    journal = FrameJournal()
+    journal = FrameJournal(validator=validate_directed)
     journal.record(0, "ws://x", "received", '{"type": "pong"}')
     journal.record(0, "ws://x", "sent", b"\x00\x01")
     journal.record(0, "ws://x", "received", _frame("pong"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import browser
+from harness.browser import launch as browser
 from harness.errors import BrowserNotFoundError
 
 
@@ -48,11 +48,15 @@ def test_config_resolves_cli_over_env_over_ini(pytester: pytest.Pytester, monkey
     result.assert_outcomes(passed=1)
 
 
-def test_bad_option_is_a_usage_error_naming_the_option(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_x(ws_config):\n    pass\n")
+def test_a_bad_setting_stops_the_run_once_at_start_up(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "def test_a(ws_config):\n    pass\n\ndef test_b(ws_config):\n    pass\n"
+    )
     result = _run(pytester, "--ws-timeout=soon")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*--ws-timeout: invalid value 'soon'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ws-timeout: invalid value 'soon'*"])
+    assert str(result.stderr).count("invalid value") == 1
+    assert "test_a" not in str(result.stdout)  # nothing ran
 
 
 def test_ws_config_fixture_can_be_overridden(pytester: pytest.Pytester) -> None:
@@ -202,7 +206,7 @@ def test_ws_app_runs_another_projects_asgi_app(pytester: pytest.Pytester) -> Non
 
         def test_it(ws_server):
             assert ws_server.kind == "app"
-            assert ws_server.faults is None
+            assert ws_server.faults is not None  # FaultMiddleware wraps the app
             assert httpx.get(ws_server.http_url + "/hello").json() == {"hello": "world"}
         """,
     )

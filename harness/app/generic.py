@@ -70,7 +70,7 @@ class SchemaValidator:
             cls = validators.validator_for(schema)
             try:
                 cls.check_schema(schema)
-            except Exception as exc:  # jsonschema.SchemaError
+            except Exception as exc:  # noqa: BLE001 - jsonschema.SchemaError, shown to the user
                 raise ConfigurationError(
                     f"ws_frame_schema: {path} is not a valid JSON Schema: {getattr(exc, 'message', exc)}"
                 ) from None
@@ -81,7 +81,9 @@ class SchemaValidator:
         if validator is None:
             return
         if isinstance(raw, bytes):
-            raise ValueError(f"a binary frame ({len(raw)} bytes), but the schema {self.paths[direction]} describes JSON")
+            raise ValueError(  # noqa: TRY004 - validators raise ValueError for every invalid frame
+                f"a binary frame ({len(raw)} bytes), but the schema {self.paths[direction]} describes JSON"
+            )
         try:
             value = json.loads(raw)
         except ValueError:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import BrowserNotFoundError
+from ..errors import BrowserNotFoundError
 
 __all__ = [
     "CHROMIUM_FLAGS",

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from ..control import FaultControlError
 from ..errors import ConfigurationError, HarnessError
 from ..journal import normalize_direction
-from .messages import Delay, Drop, Duplicate, MessageRule, Stall
 from ..profiles import PROFILES
 from ..proxy import Bandwidth, Blackhole, Latency, LimitData, Slicer, Target
+from .messages import Delay, Drop, Duplicate, MessageRule, Stall
 
 if TYPE_CHECKING:
     from ..helper import WebSocketTestHelper
