@@ -1,9 +1,13 @@
-"""Server-side fault decisions, keyed by client id.  Pure: no I/O, no asyncio, no clock.
+"""Server-depth fault decisions, keyed by client id.  Pure: no I/O, no asyncio, no clock.
 
-:class:`FaultController` holds the rules a test sets through the ``/__harness``
-API (see :mod:`reference_server.harness_api`) and answers the questions the
-WebSocket endpoint (:mod:`reference_server.ws`) asks; the endpoint only applies
-the answers.  Time, where it matters, is passed in by the caller (seconds from
+The harness owns these decisions; thin shims apply them to real connections:
+:class:`harness.asgi.FaultMiddleware` around any in-process ASGI app (the
+``--ws-app`` apps, or a project's own test deployment) and the WebSocket-aware
+fault proxy for apps in any language.  :class:`FaultController` holds the
+rules a test sets (through a shim's ``/__harness`` control API, which
+:class:`harness.FaultControl` speaks, or in process) and answers the questions
+the shim asks about each handshake and frame; the shim only applies the
+answers.  Time, where it matters, is passed in by the caller (seconds from
 ``time.monotonic()``).
 
 Rules are keyed by a client id, or by :data:`ANY_CLIENT` (``"*"``) for every
@@ -26,7 +30,7 @@ drop               server-to-client frames of ``types`` (or    :meth:`~FaultCont
 =================  ==========================================  ===========================
 
 Commands that act on a live socket once (close with a code, abort the TCP
-connection, push a frame) are not rules: the control API applies them to the
+connection, push a frame) are not rules: the shim applies them to the
 connection directly.  :func:`close_code_problem` validates their close codes.
 
 Reject is checked before hold, so a client with both is rejected while the
@@ -35,8 +39,8 @@ reject rule lasts; a held handshake that may proceed is asked again
 rejects it too.  Held handshakes are tracked by ticket, so a test can see
 how many handshakes are waiting (:meth:`~FaultController.held`) before it
 releases them.  Listeners (:meth:`~FaultController.add_listener`) are called
-synchronously after every change, which lets the endpoint wake held
-handshakes without polling.
+synchronously after every change, which lets a shim wake held handshakes
+without polling.
 """
 
 from __future__ import annotations
