@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jsonschema
@@ -431,3 +432,11 @@ def test_a_lazy_page_opens_its_socket_on_connect(page: Page, chat_server: Server
     page.get_by_test_id("connect").click()
     expect(status).to_have_text("connected", timeout=TIMEOUT_MS)
     assert len(sockets) == 1
+
+
+def test_the_ws_flag_overrides_the_socket_url(page: Page, chat_server: ServerUnderTest) -> None:
+    elsewhere = chat_server.ws_url(f"elsewhere-{_client_id()}")
+    with page.expect_websocket(timeout=TIMEOUT_MS) as opened:
+        _open(page, chat_server, _client_id(), f"&ws={quote(elsewhere, safe='')}")
+    assert opened.value.url == elsewhere
+    expect(page.get_by_test_id("status")).to_have_text("connected", timeout=TIMEOUT_MS)
