@@ -24,6 +24,8 @@ __all__ = [
     "FrameInfo",
     "FrameParser",
     "Opcode",
+    "close_payload",
+    "encode_frame",
     "parse_frame_header",
     "unmask",
 ]
@@ -41,7 +43,6 @@ class Opcode:
     CLOSE = 0x8
     PING = 0x9
     PONG = 0xA
-
 
 
 OPCODE_NAMES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
@@ -140,6 +141,36 @@ def unmask(data: bytes, mask: bytes, start: int = 0) -> bytes:
     return bytes(b ^ mask[(start + i) % 4] for i, b in enumerate(data))
 
 
+def encode_frame(opcode: int, payload: bytes, *, mask: bytes | None = None) -> bytes:
+    """One whole frame (FIN set, RSV bits clear) carrying ``payload``.
+
+    Unmasked as a server sends it, or masked with the 4-byte ``mask`` as a
+    client must.  RSV1 clear means "not compressed", which is legal on a
+    connection that negotiated permessage-deflate (RFC 7692 section 6).
+    """
+    if mask is not None and len(mask) != 4:
+        raise ValueError(f"a masking key is 4 bytes, got {len(mask)}")
+    if opcode >= 0x8 and len(payload) > 125:
+        raise ValueError(f"a control frame carries at most 125 bytes, got {len(payload)}")
+    b0 = 0x80 | opcode
+    mask_bit = 0x80 if mask is not None else 0
+    n = len(payload)
+    if n < 126:
+        header = bytes((b0, mask_bit | n))
+    elif n < 1 << 16:
+        header = bytes((b0, mask_bit | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((b0, mask_bit | 127)) + n.to_bytes(8, "big")
+    if mask is None:
+        return header + payload
+    return header + mask + unmask(payload, mask)
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """The payload of a close frame: the 2-byte status ``code``, then ``reason`` in UTF-8."""
+    return code.to_bytes(2, "big") + reason.encode("utf-8")
+
+
 class FrameParser:
     """Follows frame boundaries through one direction of a WebSocket stream.
 
@@ -148,9 +179,13 @@ class FrameParser:
     first frame byte, i.e. just after the HTTP head) and advances by every byte
     fed.  State is a few integers and at most 14 buffered header bytes, so the
     cost per read is one header parse per frame, whatever the payload size.
+    ``fragmented`` is true inside a fragmented message (the last data frame
+    begun had FIN clear; control frames, which may come between fragments,
+    leave it as it is), so a boundary can be told to be a message boundary.
     """
 
-    __slots__ = ("_control", "_frame_start", "_header", "_header_buf", "_remaining", "position")
+    __slots__ = ("_control", "_frame_start", "_header", "_header_buf", "_remaining", "fragmented",
+                 "position")
 
     def __init__(self, offset: int = 0) -> None:
         self.position = offset
@@ -159,6 +194,18 @@ class FrameParser:
         self._frame_start = offset
         self._remaining = 0
         self._control: bytearray | None = None
+        self.fragmented = False
+
+    def copy(self) -> FrameParser:
+        """An independent parser in the same state (to look ahead without consuming)."""
+        clone = FrameParser(self.position)
+        clone._header_buf = bytearray(self._header_buf)
+        clone._header = self._header
+        clone._frame_start = self._frame_start
+        clone._remaining = self._remaining
+        clone._control = None if self._control is None else bytearray(self._control)
+        clone.fragmented = self.fragmented
+        return clone
 
     @property
     def in_frame(self) -> bool:
@@ -196,7 +243,11 @@ class FrameParser:
                     i += header.header_length
                 self._header = header
                 self._remaining = header.payload_length
-                self._control = bytearray() if header.opcode >= 0x8 else None
+                if header.opcode >= 0x8:
+                    self._control = bytearray()
+                else:
+                    self._control = None
+                    self.fragmented = not header.fin
             take_n = min(self._remaining, n - i)
             control = self._control
             if control is not None and take_n and len(control) < 125:

@@ -51,23 +51,27 @@ class Target:
     ``websocket_only`` keeps only WebSocket upgrade requests; ``path_contains``
     keeps connections whose request path (query string included) contains the
     string -- e.g. a test's own client id, so other pages' sockets are left
-    alone; ``connection_id`` keeps one connection.  Conditions combine with
-    AND.  A connection is matched once its request head has been read (before
-    any of its bytes reach a toxic); a connection that is not HTTP has no path
-    and is not a WebSocket.
+    alone; ``client_id`` keeps WebSocket connections of that client, as the
+    proxy's ``ws_path`` (path or query placeholder) or the client-id cookie
+    names it (see :class:`~harness.proxy.FaultProxy`; never matches on a proxy
+    without ``ws_path``); ``connection_id`` keeps one connection.  Conditions
+    combine with AND.  A connection is matched once its request head has been
+    read (before any of its bytes reach a toxic); a connection that is not
+    HTTP has no path and is not a WebSocket.
     """
 
     websocket_only: bool = False
     path_contains: str | None = None
     connection_id: int | None = None
+    client_id: str | None = None
 
     @property
     def needs_request(self) -> bool:
-        """Whether matching needs the request head (path or upgrade)."""
-        return self.websocket_only or self.path_contains is not None
+        """Whether matching needs the request head (path, upgrade or client id)."""
+        return self.websocket_only or self.path_contains is not None or self.client_id is not None
 
     def matches(self, connection_id: int, classified: bool, path: str | None,
-                websocket: bool) -> bool | None:
+                websocket: bool, client_id: str | None = None) -> bool | None:
         """True/False, or ``None`` while the request head is still unknown."""
         if self.connection_id is not None and self.connection_id != connection_id:
             return False
@@ -77,6 +81,8 @@ class Target:
             return None
         if self.websocket_only and not websocket:
             return False
+        if self.client_id is not None and self.client_id != client_id:
+            return False
         return not (self.path_contains is not None and (path is None or self.path_contains not in path))
 
     def describe(self) -> str:
@@ -85,6 +91,8 @@ class Target:
             parts.append("websocket")
         if self.path_contains is not None:
             parts.append(f"path~{self.path_contains!r}")
+        if self.client_id is not None:
+            parts.append(f"client={self.client_id!r}")
         if self.connection_id is not None:
             parts.append(f"#{self.connection_id}")
         return " ".join(parts) or "all"
@@ -99,7 +107,8 @@ class EventKind(StrEnum):
     OPENED = "opened"
     """A client connected; detail: ``peer``."""
     REQUEST = "request"
-    """The request head was read; detail: ``method``, ``path``, ``websocket`` (``http: False`` if not HTTP)."""
+    """The request head was read; detail: ``method``, ``path``, ``websocket`` (``http: False`` if not
+    HTTP), and ``client_id`` on a proxy with ``ws_path``."""
     RESPONSE = "response"
     """The response head was read; detail: ``status``, ``upgraded``."""
     CLOSE_FRAME = "close_frame"
@@ -125,6 +134,16 @@ class EventKind(StrEnum):
     """Refusal turned on or off; detail: ``on``, ``how``."""
     REFUSED = "refused"
     """A new connection was reset or closed at once (``how``: ``reset``/``close``)."""
+    REJECTED = "rejected"
+    """The proxy answered a WebSocket upgrade itself (a reject rule); detail: ``client_id``, ``status``."""
+    HELD = "held"
+    """A WebSocket upgrade is held (a hold rule); detail: ``client_id``, ``ticket``, ``deadline``."""
+    HOLD_ENDED = "hold_ended"
+    """A held upgrade went on; detail: ``client_id``, ``outcome`` (``accepted``: forwarded to a new
+    upstream connection, ``rejected``, or ``gone``: the connection closed while held)."""
+    INJECTED = "injected"
+    """The proxy wrote a frame of its own into a live WebSocket; detail: ``direction``, ``opcode``
+    (``text`` or ``close``), ``code`` (close frames), ``length`` (bytes on the wire)."""
     ERROR = "error"
     """An unexpected exception on the proxy loop (a bug); :meth:`FaultProxy.stop` raises it."""
 
@@ -174,7 +193,11 @@ class ConnectionInfo:
 
     ``opened_at``/``closed_at`` are ``time.monotonic()`` values; ``path`` is
     ``None`` until (or unless) an HTTP request head is read; ``websocket`` is
-    true for an upgrade request the server has not refused.
+    true for an upgrade request the server (or a reject rule) has not refused;
+    ``client_id`` is the test client a WebSocket upgrade belongs to (on a
+    proxy with ``ws_path``; ``None`` otherwise or when it names none);
+    ``held`` is true while a hold rule keeps the upgrade waiting.  Frames the
+    proxy wrote itself count in ``sent`` and ``frames``, not in ``received``.
     """
 
     id: int
@@ -189,6 +212,8 @@ class ConnectionInfo:
     upstream: DirectionStats
     downstream: DirectionStats
     toxics: tuple[str, ...]
+    client_id: str | None = None
+    held: bool = False
 
     @property
     def closed(self) -> bool:

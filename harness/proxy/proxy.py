@@ -21,6 +21,18 @@ the bytes queued and held by toxics exceed ``buffer_limit``; it resumes below
 half of that.  So the proxy's memory per direction stays around
 ``buffer_limit`` + one read + the transport's high-water mark, whatever the
 peers do.
+
+Server-depth faults (see docs/proxy.md): with ``ws_path`` the proxy names the
+test client of each WebSocket upgrade, asks :attr:`FaultProxy.controller`
+(the harness's pure :class:`~harness.faults.controller.FaultController`)
+whether to forward it, answer it with an HTTP error itself or hold it, and
+can write frames of its own into a live WebSocket (a text frame, a close
+handshake) at frame or message boundaries.  A connection with no such
+command pending takes exactly the data path above: a command swaps in its
+own ``on_data`` for as long as it needs to look at boundaries.
+Names from :mod:`harness.faults` and :mod:`harness.app` are imported where
+they are used, not when this module loads: ``harness.faults`` itself imports
+this package (its facade builds toxics).
 """
 
 from __future__ import annotations
@@ -29,19 +41,22 @@ import asyncio
 import concurrent.futures
 import itertools
 import math
+import os
 import random
 import socket
 import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
+from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from ..errors import WaitTimeoutError
 from .errors import ProxyConfigError, ProxyError, ProxyTimeoutError
+from .frames import Opcode, close_payload, encode_frame
 from .model import (
     ConnectionInfo,
     DirectionArg,
@@ -51,7 +66,7 @@ from .model import (
     Target,
     directions,
 )
-from .toxics import Chunk, Close, Eof, Step, Timer, Toxic, ToxicChain
+from .toxics import Blackhole, Chunk, Close, Eof, Step, Timer, Toxic, ToxicChain
 from .tracking import (
     DOWNSTREAM,
     UPSTREAM,
@@ -64,12 +79,18 @@ from .tracking import (
     StreamTracker,
 )
 
+if TYPE_CHECKING:
+    from ..faults.controller import FaultController
+
 __all__ = ["FaultProxy", "RefusalHandle", "ToxicHandle"]
 
 T = TypeVar("T")
 
 RefuseHow = Literal["refuse", "reset", "close"]
 _LINGER_RST = struct.pack("ii", 1, 0)
+
+_HOLD_KEY = "held handshake"
+"""Chain key of the stage that keeps a held upgrade's bytes (before every toxic: order -1)."""
 
 
 def _rst(sock: Any) -> None:
@@ -179,11 +200,18 @@ class _Side(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn.on_lost(self, exc)
 
+    @property
+    def attached(self) -> bool:
+        """False for an upstream socket the connection let go (a rejected or held upgrade's)."""
+        return self is self.conn.client or self is self.conn.server
+
     def pause_writing(self) -> None:
-        self.conn.pipes[self.in_dir].set_blocked(True)
+        if self.attached:
+            self.conn.pipes[self.in_dir].set_blocked(True)
 
     def resume_writing(self) -> None:
-        self.conn.pipes[self.in_dir].set_blocked(False)
+        if self.attached:
+            self.conn.pipes[self.in_dir].set_blocked(False)
 
 
 class _Pipe:
@@ -355,6 +383,53 @@ class _Pipe:
         )
 
 
+class _Hold:
+    """A held upgrade: its controller ticket, its deadline timer, whether it is on its way."""
+
+    __slots__ = ("releasing", "ticket", "timer")
+
+    def __init__(self, ticket: int) -> None:
+        self.ticket = ticket
+        self.timer: asyncio.TimerHandle | None = None
+        self.releasing = False  # let go: waiting for its new upstream connection
+
+
+class _Injection:
+    """A frame the proxy writes to the client at the next frame (or message) boundary."""
+
+    __slots__ = ("code", "frame", "message")
+
+    def __init__(self, frame: bytes, *, message: bool, code: int | None = None) -> None:
+        self.frame = frame
+        self.message = message  # a data frame: only between two messages
+        self.code = code  # a close frame's status code
+
+
+class _CloseFlow:
+    """A close handshake the proxy runs with both peers of a live WebSocket."""
+
+    __slots__ = ("client_done", "code", "reason", "server_done", "timer", "up_sent")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        self.up_sent = False  # the masked close frame went to the server
+        self.client_done = False  # the client answered (or went away)
+        self.server_done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Commands:
+    """What the proxy still has to write into one live WebSocket of its own accord."""
+
+    __slots__ = ("closing", "down_sent", "pending")
+
+    def __init__(self) -> None:
+        self.pending: deque[_Injection] = deque()
+        self.closing: _CloseFlow | None = None
+        self.down_sent = False  # the close frame went to the client: nothing more goes that way
+
+
 class _Connection:
     """A client connection and its upstream connection; lives on the proxy loop."""
 
@@ -375,12 +450,19 @@ class _Connection:
         self.method: str | None = None
         self.considered: set[int] = set()
         self.applied: list[str] = []
+        self.client_id: str | None = None
+        self.hold: _Hold | None = None
+        self.commands: _Commands | None = None
+        self.ws_closing = False  # a close frame went by: no longer a live WebSocket
         self.client = _Side(self, "client")
         self.server = _Side(self, "server")
         self.pipes: dict[Direction, _Pipe] = {
             UPSTREAM: _Pipe(self, UPSTREAM, self.client, self.server),
             DOWNSTREAM: _Pipe(self, DOWNSTREAM, self.server, self.client),
         }
+        # What a read goes through: ``forward``, or ``forward_commanded`` while a command
+        # needs to see boundaries (an attribute, so the plain path pays no test for it).
+        self.on_data: Callable[[Direction, bytes], None] = self.forward
 
     # ---- classification and toxics
 
@@ -393,7 +475,17 @@ class _Connection:
         return self.tracker.websocket
 
     def matches(self, target: Target) -> bool | None:
-        return target.matches(self.id, self.classified, self.path, self.websocket)
+        return target.matches(self.id, self.classified, self.path, self.websocket, self.client_id)
+
+    @property
+    def live_websocket(self) -> bool:
+        """Upgraded, open, framed both ways, and no close frame has gone by."""
+        tracker = self.tracker
+        if self.closed or self.ws_closing or not tracker.upgraded:
+            return False
+        if self.commands is not None and self.commands.closing is not None:
+            return False
+        return tracker.framed(UPSTREAM) and tracker.framed(DOWNSTREAM)
 
     def consider(self, entry: _Entry) -> None:
         """Attach ``entry``'s toxic if its target matches (once known)."""
@@ -443,8 +535,16 @@ class _Connection:
             self.reading = True
             if self.client.transport is not None:
                 self.client.transport.resume_reading()
+            hold = self.hold
+            if hold is not None and hold.releasing:
+                # The held upgrade's new upstream connection: let its bytes go.
+                self.hold = None
+                pipe = self.pipes[UPSTREAM]
+                pipe.enqueue(pipe.chain.detach(_HOLD_KEY, self.loop.time()))
+                pipe.flow()
 
-    def on_data(self, direction: Direction, data: bytes) -> None:
+    def forward(self, direction: Direction, data: bytes) -> None:
+        """Annotate one read and pass it on (the data path of every connection)."""
         if self.closed:
             return
         pipe = self.pipes[direction]
@@ -478,13 +578,26 @@ class _Connection:
             else:
                 self.path = request.path
                 self.method = request.method
-                emit(EventKind.REQUEST, self.id, http=True, method=request.method,
-                     path=request.path, websocket=request.websocket)
+                ws_path = self.proxy.ws_path
+                if ws_path is None:
+                    emit(EventKind.REQUEST, self.id, http=True, method=request.method,
+                         path=request.path, websocket=request.websocket)
+                else:
+                    if request.websocket:
+                        path, _, query = request.path.partition("?")
+                        self.client_id = self.proxy._client_id_of(
+                            ws_path, path, query, request.header("cookie")
+                        )
+                    emit(EventKind.REQUEST, self.id, http=True, method=request.method,
+                         path=request.path, websocket=request.websocket, client_id=self.client_id)
             for entry in list(self.proxy._entries):
                 self.consider(entry)
+            if self.client_id is not None:
+                self.handshake()
         elif isinstance(note, ResponseSeen):
             emit(EventKind.RESPONSE, self.id, status=note.response.status, upgraded=note.upgraded)
         elif isinstance(note, FrameSeen):
+            self.ws_closing = True
             emit(EventKind.CLOSE_FRAME, self.id, direction=note.direction,
                  code=note.frame.close_code, offset=note.frame.start)
         elif isinstance(note, FramingLost):
@@ -492,15 +605,28 @@ class _Connection:
                  offset=note.offset, reason=note.reason)
 
     def on_eof(self, direction: Direction) -> None:
-        if not self.closed:
-            self.pipes[direction].push_eof()
+        if self.closed:
+            return
+        if direction == UPSTREAM and self.hold is not None and not self.hold.releasing:
+            self.close(reset=False, reason="the client went away while its upgrade was held")
+            return
+        if self.commands is not None and self.commands.closing is not None:
+            self.peer_answered("client" if direction == UPSTREAM else "server")
+            return
+        self.pipes[direction].push_eof()
 
     def on_lost(self, side: _Side, exc: Exception | None) -> None:
-        if self.closed:
+        if self.closed or not side.attached:
             return
         if exc is not None:
             # The peer reset us (or a write failed): pass the failure on as an RST.
             self.close(reset=True, reason=f"{side.role} lost: {exc!r}")
+            return
+        if side is self.client and self.hold is not None:
+            self.close(reset=False, reason="the client went away while its upgrade was held")
+            return
+        if self.commands is not None and self.commands.closing is not None:
+            self.peer_answered(side.role)
             return
         self.pipes[side.in_dir].kill()
         self.pipes[side.in_dir].eof_out = True
@@ -510,6 +636,237 @@ class _Connection:
     def check_done(self) -> None:
         if self.pipes[UPSTREAM].eof_out and self.pipes[DOWNSTREAM].eof_out:
             self.close(reset=False, reason="closed")
+
+    # ---- handshake faults: the upgrade of a test client, decided by the proxy's controller
+
+    def handshake(self) -> None:
+        from ..faults.controller import Hold, Reject
+
+        assert self.client_id is not None
+        decision = self.proxy.controller.on_handshake(self.client_id, self.loop.time())
+        if isinstance(decision, Reject):
+            self.reject(decision.status, decision.body)
+        elif isinstance(decision, Hold):
+            self.start_hold(decision.ticket, decision.deadline)
+
+    def drop_server(self) -> None:
+        """Let the upstream socket go (FIN; it has seen no byte) and stand a fresh one in."""
+        old = self.server
+        self.server = _Side(self, "server")
+        upstream, downstream = self.pipes[UPSTREAM], self.pipes[DOWNSTREAM]
+        upstream.dst = self.server
+        upstream.blocked = False
+        downstream.src = self.server
+        downstream.src_paused = False
+        if old.transport is not None:
+            old.transport.close()
+
+    def reject(self, status: int, body: str) -> None:
+        """Answer the upgrade with ``status`` as a server refusing it would, and close."""
+        text = body or (
+            f"WebSocket upgrade of client {self.client_id!r} rejected by a harness fault rule "
+            f"(HTTP {status}); the upstream server never saw it\n"
+        )
+        payload = text.encode("utf-8")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        self.proxy._emit(EventKind.REJECTED, self.id, client_id=self.client_id, status=status)
+        self.drop_server()
+        upstream = self.pipes[UPSTREAM]
+        upstream.kill()
+        upstream.eof_out = True
+        # Through the tracker and the downstream toxics, as a server's answer would go.
+        self.inject(DOWNSTREAM, head + payload)
+        self.pipes[DOWNSTREAM].push_eof()
+        self.check_done()
+
+    def start_hold(self, ticket: int, deadline: float | None) -> None:
+        hold = self.hold = _Hold(ticket)
+        # Servers time out a connection that sends no request (websockets after 10 s):
+        # the held upgrade gets a new upstream connection when it goes on.
+        self.drop_server()
+        pipe = self.pipes[UPSTREAM]
+        pipe.enqueue(pipe.chain.attach(_HOLD_KEY, -1, Blackhole().stage(random.Random()),
+                                       self.loop.time()))
+        self.proxy._held[ticket] = self
+        if deadline is not None:
+            hold.timer = self.loop.call_at(deadline, self.proxy._wake_holds, deadline)
+        self.proxy._emit(EventKind.HELD, self.id, client_id=self.client_id, ticket=ticket,
+                         deadline=deadline)
+
+    def hold_over(self) -> None:
+        """The controller let the held upgrade go: reject it after all, or forward it."""
+        from ..faults.controller import Reject
+
+        hold = self.hold
+        assert hold is not None and self.client_id is not None
+        if hold.timer is not None:
+            hold.timer.cancel()
+        decision = self.proxy.controller.after_hold(self.client_id)
+        if isinstance(decision, Reject):
+            self.hold = None
+            self.proxy._emit(EventKind.HOLD_ENDED, self.id, client_id=self.client_id,
+                             outcome="rejected")
+            self.reject(decision.status, decision.body)
+            return
+        hold.releasing = True
+        self.proxy._emit(EventKind.HOLD_ENDED, self.id, client_id=self.client_id,
+                         outcome="accepted")
+        self.proxy._spawn(self.proxy._connect_upstream(self))
+
+    # ---- commands on a live WebSocket: frames the proxy writes itself
+
+    def inject(self, direction: Direction, data: bytes) -> None:
+        """Send ``data`` in ``direction`` as if its peer had: tracked, then through the toxics."""
+        chunks, notes = self.tracker.feed(direction, self.loop.time(), data)
+        for note in notes:
+            self.note(note)
+        if self.tracker.opaque:
+            self.tracking = False
+        for chunk_direction, chunk in chunks:
+            self.pipes[chunk_direction].push(chunk)
+
+    def command(self) -> _Commands:
+        if self.commands is None:
+            self.commands = _Commands()
+            self.on_data = self.forward_commanded
+        return self.commands
+
+    def settle(self) -> None:
+        """Back to the plain data path once no command waits."""
+        commands = self.commands
+        if commands is not None and not commands.pending and commands.closing is None:
+            self.commands = None
+            self.on_data = self.forward
+
+    def push_text(self, text: str) -> None:
+        """Write one text frame to the client at the next message boundary."""
+        frame = encode_frame(Opcode.TEXT, text.encode("utf-8"))
+        self.command().pending.append(_Injection(frame, message=True))
+        self.flush_pending()
+        self.settle()
+
+    def close_with(self, code: int, reason: str, timeout: float) -> None:
+        """Run a close handshake with ``code`` and ``reason`` with both peers."""
+        commands = self.command()
+        flow = commands.closing = _CloseFlow(code, reason)
+        flow.timer = self.loop.call_later(timeout, self.close_overdue, timeout)
+        frame = encode_frame(Opcode.CLOSE, close_payload(code, reason))
+        commands.pending.append(_Injection(frame, message=False, code=code))
+        self.flush_pending()
+        if not flow.up_sent and self.tracker.at_boundary(UPSTREAM):
+            self.send_close_upstream()
+
+    def flush_pending(self) -> None:
+        """Write the waiting frames the client's stream has a boundary for now."""
+        commands = self.commands
+        assert commands is not None
+        pending = commands.pending
+        while pending and not self.closed and self.tracker.at_boundary(
+            DOWNSTREAM, message=pending[0].message
+        ):
+            injection = pending.popleft()
+            self.inject(DOWNSTREAM, injection.frame)
+            self.proxy._emit(EventKind.INJECTED, self.id, direction=DOWNSTREAM,
+                             opcode="text" if injection.code is None else "close",
+                             code=injection.code, length=len(injection.frame))
+            if injection.code is not None:
+                commands.down_sent = True
+                pending.clear()
+
+    def send_close_upstream(self) -> None:
+        commands = self.commands
+        assert commands is not None and commands.closing is not None
+        flow = commands.closing
+        flow.up_sent = True
+        frame = encode_frame(Opcode.CLOSE, close_payload(flow.code, flow.reason), mask=os.urandom(4))
+        self.inject(UPSTREAM, frame)
+        self.proxy._emit(EventKind.INJECTED, self.id, direction=UPSTREAM, opcode="close",
+                         code=flow.code, length=len(frame))
+
+    def forward_commanded(self, direction: Direction, data: bytes) -> None:
+        """``forward``, split at the boundaries where waiting frames go in."""
+        commands = self.commands
+        if self.closed or commands is None:
+            return
+        flow = commands.closing
+        if direction == DOWNSTREAM:
+            if commands.down_sent:
+                self.discard(direction, data)
+                return
+            while data and commands.pending and not self.closed:
+                cut = self.tracker.next_boundary(direction, data, message=commands.pending[0].message)
+                if cut is None:
+                    break
+                if cut:
+                    self.forward(direction, data[:cut])
+                    data = data[cut:]
+                self.flush_pending()
+                if commands.down_sent:
+                    if data:
+                        self.discard(direction, data)
+                    return
+        elif flow is not None:
+            if flow.up_sent:
+                self.discard(direction, data)
+                return
+            cut = self.tracker.next_boundary(direction, data)
+            if cut is not None:
+                if cut:
+                    self.forward(direction, data[:cut])
+                if self.closed:
+                    return
+                self.send_close_upstream()
+                if data[cut:]:
+                    self.discard(direction, data[cut:])
+                return
+        if data:
+            self.forward(direction, data)
+        self.settle()
+
+    def discard(self, direction: Direction, data: bytes) -> None:
+        """Read past what a peer sends after the proxy's close frame; its own close answers it."""
+        self.pipes[direction].received += len(data)
+        _, notes = self.tracker.feed(direction, self.loop.time(), data)
+        answered = False
+        for note in notes:
+            self.note(note)
+            answered = answered or isinstance(note, FrameSeen)
+        if answered:
+            self.peer_answered("server" if direction == DOWNSTREAM else "client")
+
+    def peer_answered(self, role: Literal["client", "server"]) -> None:
+        """A peer answered the proxy's close (or went away): close its TCP side (FIN)."""
+        commands = self.commands
+        assert commands is not None and commands.closing is not None
+        flow = commands.closing
+        if role == "client" and not flow.client_done:
+            flow.client_done = True
+            side, pipe = self.client, self.pipes[DOWNSTREAM]
+        elif role == "server" and not flow.server_done:
+            flow.server_done = True
+            side, pipe = self.server, self.pipes[UPSTREAM]
+        else:
+            return
+        pipe.kill()
+        if side.transport is not None:
+            side.transport.close()
+        if flow.client_done and flow.server_done:
+            self.close(reset=False, reason=f"close handshake {flow.code} run by the proxy")
+
+    def close_overdue(self, timeout: float) -> None:
+        commands = self.commands
+        code = commands.closing.code if commands is not None and commands.closing else None
+        self.close(reset=False, reason=f"close handshake {code} run by the proxy: a peer did not "
+                                       f"answer within {timeout:g}s")
 
     # ---- closing
 
@@ -525,6 +882,18 @@ class _Connection:
         self.closed = True
         self.closed_at = time.monotonic()
         self.close_reason = reason
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            if hold.timer is not None:
+                hold.timer.cancel()
+            self.proxy._held.pop(hold.ticket, None)
+            self.proxy.controller.end_hold(hold.ticket)  # so the held count drops
+            if not hold.releasing:
+                self.proxy._emit(EventKind.HOLD_ENDED, self.id, client_id=self.client_id,
+                                 outcome="gone")
+        commands = self.commands
+        if commands is not None and commands.closing is not None and commands.closing.timer:
+            commands.closing.timer.cancel()
         for pipe in self.pipes.values():
             pipe.kill()
         if self.raw is not None and self.client.transport is None:
@@ -559,6 +928,8 @@ class _Connection:
             upstream=self.pipes[UPSTREAM].stats(frames[UPSTREAM]),
             downstream=self.pipes[DOWNSTREAM].stats(frames[DOWNSTREAM]),
             toxics=tuple(self.applied),
+            client_id=self.client_id,
+            held=self.hold is not None and not self.hold.releasing,
         )
 
 
@@ -589,6 +960,19 @@ class FaultProxy:
     at its next iteration; it never blocks on I/O), then raise
     :class:`ProxyTimeoutError`.  Unexpected exceptions on the proxy loop are
     logged as ``error`` events and raised by :meth:`stop`.
+
+    Server-depth faults: ``ws_path`` is the app's WebSocket path pattern
+    (``/ws/{client_id}``, ``/ws?client={client_id}``, or one without the
+    placeholder when the client id travels in the ``nova_ws_client_id``
+    cookie, see :func:`harness.app.requests.client_id_from_request`).  With
+    it, every WebSocket upgrade gets a ``client_id`` (``ConnectionInfo``,
+    ``Target(client_id=...)``) and is decided by :attr:`controller`:
+    forwarded, answered with an HTTP error by the proxy, or held.  Drive it
+    with :class:`harness.proxy.ProxyFaultControl`, which also closes a live
+    socket with a close handshake of its own (each peer gets at most
+    ``close_timeout`` seconds to answer before its TCP side is closed),
+    aborts it, or pushes a text frame.  Upgrades without a client id, and
+    every connection of a proxy without ``ws_path``, are never affected.
     """
 
     def __init__(
@@ -604,9 +988,28 @@ class FaultProxy:
         max_events: int = 100_000,
         keep_closed: int = 1000,
         backlog: int = 128,
+        ws_path: str | None = None,
+        close_timeout: float = 2.0,
     ) -> None:
+        from ..app.requests import client_id_from_request
+        from ..faults.controller import FaultController
+
         if buffer_limit < 1:
             raise ProxyConfigError(f"buffer_limit must be >= 1 byte, got {buffer_limit!r}")
+        if ws_path is not None and (not isinstance(ws_path, str) or not ws_path.startswith("/")):
+            raise ProxyConfigError(
+                f"ws_path must be the app's WebSocket path pattern, starting with '/' "
+                f"(e.g. '/ws/{{client_id}}'), or None; got {ws_path!r}"
+            )
+        if not close_timeout > 0:
+            raise ProxyConfigError(f"close_timeout must be > 0 seconds, got {close_timeout!r}")
+        self.ws_path = ws_path
+        self.close_timeout = close_timeout
+        self._client_id_of = client_id_from_request
+        self._controller = FaultController()
+        self._controller.add_listener(self._controller_changed)
+        self._held: dict[int, _Connection] = {}
+        self._wake_scheduled = False
         self._upstream = (upstream[0], int(upstream[1]))
         self.host = host
         self._port = port
@@ -735,6 +1138,15 @@ class FaultProxy:
     def set_upstream(self, upstream: tuple[str, int]) -> None:
         """Send *new* connections to ``upstream`` (live ones keep theirs)."""
         self._upstream = (upstream[0], int(upstream[1]))
+
+    @property
+    def controller(self) -> FaultController:
+        """The handshake fault rules of this proxy (see the class docstring).
+
+        It belongs to the proxy loop: change it through
+        :class:`~harness.proxy.ProxyFaultControl`, whose calls run there.
+        """
+        return self._controller
 
     # ------------------------------------------------------------ toxics
 
@@ -1046,9 +1458,7 @@ class FaultProxy:
             self._emit(EventKind.OPENED, conn_id, peer=peer_s)
             for entry in self._entries:
                 conn.consider(entry)
-            task = self._require_loop().create_task(self._open(conn, sock))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._open(conn, sock))
 
     async def _open(self, conn: _Connection, sock: socket.socket) -> None:
         loop = self._require_loop()
@@ -1062,14 +1472,61 @@ class FaultProxy:
             return
         if conn.closed:
             return
+        await self._connect_upstream(conn)
+
+    async def _connect_upstream(self, conn: _Connection) -> None:
+        """Connect ``conn.server`` to the upstream; the client is reset if that fails."""
+        loop = self._require_loop()
         host, port = self._upstream
+        side = conn.server
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: conn.server, host, port), self.connect_timeout
+                loop.create_connection(lambda: side, host, port), self.connect_timeout
             )
         except (TimeoutError, OSError) as exc:
             self._emit(EventKind.UPSTREAM_FAILED, conn.id, error=repr(exc), upstream=f"{host}:{port}")
             conn.close(reset=True, reason=f"upstream {host}:{port} failed: {exc!r}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._require_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- server-depth faults (loop side; harness.proxy.control drives them)
+
+    def _controller_changed(self) -> None:
+        """A rule changed or a hold was released: held upgrades may go on (checked soon, once)."""
+        loop = self._loop
+        if loop is None or self._wake_scheduled or not self._held:
+            return
+        self._wake_scheduled = True
+        try:
+            if threading.current_thread() is self._thread:
+                loop.call_soon(self._wake_holds)
+            else:
+                loop.call_soon_threadsafe(self._wake_holds)
+        except RuntimeError:  # the loop is closed: nothing is held any more
+            self._wake_scheduled = False
+
+    def _wake_holds(self, at: float | None = None) -> None:
+        self._wake_scheduled = False
+        # A timer may fire a hair before its deadline (loop clock resolution).
+        now = self._require_loop().time() if at is None else max(at, self._require_loop().time())
+        for ticket, conn in list(self._held.items()):
+            if self._held.get(ticket) is conn and self._controller.hold_over(ticket, now):
+                del self._held[ticket]
+                self._controller.end_hold(ticket)
+                conn.hold_over()
+
+    def _live_websockets(self, client_id: str) -> list[_Connection]:
+        """The newest live WebSocket of ``client_id`` (``"*"``: every one with a client id)."""
+        if client_id == "*":
+            return [c for c in self._conns.values() if c.client_id is not None and c.live_websocket]
+        live = [c for c in self._conns.values() if c.client_id == client_id and c.live_websocket]
+        return live[-1:]
+
+    def _client_connections(self, client_id: str) -> list[ConnectionInfo]:
+        return [c.info() for c in self._conns.values() if c.client_id == client_id]
 
     def _connection_closed(self, conn: _Connection) -> None:
         self._conns.pop(conn.id, None)

@@ -194,6 +194,46 @@ class StreamTracker:
     def held_bytes(self) -> int:
         return len(self._held)
 
+    def framed(self, direction: Direction) -> bool:
+        """Whether ``direction`` is followed frame by frame (after a 101, framing not lost)."""
+        return self._state[direction] == _FRAMES
+
+    def at_boundary(self, direction: Direction, *, message: bool = False) -> bool:
+        """Whether the bytes of ``direction`` read so far end between two frames.
+
+        With ``message``, between two messages: not inside a fragmented one
+        either (a data frame may only be added there; a control frame fits
+        between any two frames).  False when ``direction`` is not framed.
+        """
+        if self._state[direction] != _FRAMES:
+            return False
+        parser = self._parsers[direction]
+        return not parser.in_frame and not (message and parser.fragmented)
+
+    def next_boundary(self, direction: Direction, data: bytes, *, message: bool = False) -> int | None:
+        """How many bytes of ``data``, the next read of ``direction``, come before the first boundary.
+
+        ``0`` when the stream is at one already; ``None`` when no frame (with
+        ``message``: no message) ends within ``data``, or ``direction`` is not
+        framed.  Looks ahead on a copy of the parser: nothing is consumed.
+        """
+        if self._state[direction] != _FRAMES:
+            return None
+        if self.at_boundary(direction, message=message):
+            return 0
+        parser = self._parsers[direction]
+        fragmented = parser.fragmented
+        try:
+            frames = parser.copy().feed(data)
+        except ValueError:
+            return None
+        for frame in frames:
+            if frame.opcode < Opcode.CLOSE:
+                fragmented = not frame.header.fin
+            if not (message and fragmented):
+                return frame.end - parser.position
+        return None
+
     def feed(
         self, direction: Direction, at: float, data: bytes
     ) -> tuple[list[tuple[Direction, Chunk]], list[Note]]:
