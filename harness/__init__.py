@@ -8,7 +8,7 @@ package exports the classes behind them for use with or without pytest.
 from __future__ import annotations
 
 from .browser import ChromiumInfo, find_chromium, launch_args
-from .client import NovaClient, ProtocolClientError, ReceivedFrame
+from .client import NovaClient, ProtocolClientError, ReceivedFrame, WsClient
 from .config import TestIds, WsConfig
 from .control import FaultControl, FaultControlError
 from .errors import (
@@ -43,6 +43,7 @@ __all__ = [
     "TestIds",
     "WaitTimeoutError",
     "WebSocketTestHelper",
+    "WsClient",
     "WsConfig",
     "find_chromium",
     "launch_args",

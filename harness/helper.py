@@ -57,6 +57,8 @@ _POLL_MS = 10
 #: Polling interval of the wait for a loaded page's hook and socket: short, since
 #: every test waits on it once and it lasts tens of milliseconds.
 _READY_POLL_MS = 5
+#: The least time an action (click, fill) on an element that is there may take.
+_ACTION_FLOOR_MS = 30_000
 
 
 def new_client_id(prefix: str = "t") -> str:
@@ -115,7 +117,9 @@ class WebSocketTestHelper:
         self.page_query: dict[str, Any] = dict(page_query or {})
         # Frames are always validated, so a test can look at the violations; only
         # ``validate_frames`` (off under ws_allow_invalid_frames) makes them fail the test.
-        self.profile: AppProfile = profile if profile is not None else load_profile(config)
+        self.profile: AppProfile = (
+            profile if profile is not None else load_profile(config, http_url=server.http_url)
+        )
         self.journal = FrameJournal(
             validate=True,
             validator=self.profile.validator,
@@ -653,15 +657,36 @@ class WebSocketTestHelper:
 
     def _fill(self, name: str, value: str) -> None:
         """Fill the element with test id ``name``; skipped when the app has none (empty id)."""
-        test_id = getattr(self.config.test_ids, name)
-        if test_id:
-            self._locator(test_id).fill(value, timeout=self._timeout_ms(None))
+        locator = self._action_target(name)
+        if locator is not None:
+            locator.fill(value, timeout=self._action_timeout_ms())
 
     def _click(self, name: str) -> None:
         """Click the element with test id ``name``; skipped when the app has none (empty id)."""
+        locator = self._action_target(name)
+        if locator is not None:
+            locator.click(timeout=self._action_timeout_ms())
+
+    def _action_target(self, name: str) -> Any:
+        """The element with test id ``name``, once it is there (within ``ws_timeout``); None without one."""
         test_id = getattr(self.config.test_ids, name)
-        if test_id:
-            self._locator(test_id).click(timeout=self._timeout_ms(None))
+        if not test_id:
+            return None
+        locator = self._locator(test_id)
+        try:
+            locator.wait_for(state="attached", timeout=self._timeout_ms(None))
+        except Exception as exc:  # playwright TimeoutError
+            raise WaitTimeoutError(
+                f"expected an element [{self.config.test_id_attribute}={test_id!r}] ({name}) on the page "
+                f"within {self._timeout_s(None):.1f} s; there is none. Set ws_test_ids {name}= to the "
+                "app's own test id, or leave it empty if the app has no such element."
+            ) from exc
+        return locator
+
+    def _action_timeout_ms(self) -> float:
+        # The element is there: what remains is the page handling the event, which a busy page
+        # (a 512 KiB frame being built) may take longer than a wait's timeout to do.
+        return max(self._timeout_ms(None), _ACTION_FLOOR_MS)
 
     def _require_faults(self, what: str) -> Any:
         if self._server.faults is None:

@@ -125,7 +125,8 @@ class ServerPool:
             from .app import load_profile
 
             try:
-                profile = self._profiles[config] = load_profile(config, rootdir)
+                http_url = self.server(config).http_url if config.base_url else None
+                profile = self._profiles[config] = load_profile(config, rootdir, http_url=http_url)
             except ConfigurationError as exc:
                 raise pytest.UsageError(f"nova-ws: {exc}") from None
         return profile

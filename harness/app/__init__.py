@@ -24,13 +24,34 @@ __all__ = [
     "SchemaValidator",
     "client_id_from_request",
     "load_profile",
+    "profile_name_for",
     "render_error_frame",
 ]
 
 
-def load_profile(config: WsConfig, rootdir: Path | None = None) -> AppProfile:
-    """The profile ``config`` names (``config.profile_name``); relative schema paths start at ``rootdir``."""
-    name = config.profile_name
+def profile_name_for(config: WsConfig, http_url: str | None = None) -> str:
+    """The profile to use: ``ws_profile`` when set; else ``nova`` for the reference server, ``generic`` otherwise.
+
+    An app already running (``--ws-base-url``) is the reference server when its
+    ``/health`` answers as the reference server's does (``status`` and
+    ``protocol_version``), as a separately started reference server does.
+    """
+    if config.profile or not config.base_url:
+        return config.profile_name
+    url = (http_url or config.base_url).rstrip("/") + "/health"
+    try:
+        import httpx
+
+        answer = httpx.get(url, timeout=2.0).json()
+    except Exception:  # noqa: BLE001 - not reachable or not JSON: not the reference server
+        return "generic"
+    is_nova = isinstance(answer, dict) and answer.get("status") == "ok" and "protocol_version" in answer
+    return "nova" if is_nova else "generic"
+
+
+def load_profile(config: WsConfig, rootdir: Path | None = None, *, http_url: str | None = None) -> AppProfile:
+    """The profile for ``config`` (:func:`profile_name_for`); relative schema paths start at ``rootdir``."""
+    name = profile_name_for(config, http_url)
     if name == "nova":
         from .nova import NovaProfile
 

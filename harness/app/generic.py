@@ -41,11 +41,11 @@ def render_error_frame(template: str, message: str) -> Any:
 
 
 class SchemaValidator:
-    """Validates frames against JSON Schemas, one per direction (a direction without one passes).
+    """Validates JSON frames against JSON Schemas, one per direction (a direction without one passes).
 
-    A frame that is not JSON (text or binary) is a violation of a schema: an
-    app that mixes text frames with JSON ones can allow them with a schema
-    per direction left out, or ``@pytest.mark.ws_allow_invalid_frames``.
+    A schema describes JSON: text frames that are not JSON (``ping``) and
+    binary frames are outside it and pass; check them with
+    ``expect_frame(text=...)``.
     """
 
     def __init__(self, schemas: dict[str, Path]) -> None:
@@ -81,20 +81,35 @@ class SchemaValidator:
         if validator is None:
             return
         if isinstance(raw, bytes):
-            raise ValueError(  # noqa: TRY004 - validators raise ValueError for every invalid frame
-                f"a binary frame ({len(raw)} bytes), but the schema {self.paths[direction]} describes JSON"
-            )
+            return
         try:
             value = json.loads(raw)
         except ValueError:
-            raise ValueError(f"not JSON, but the schema {self.paths[direction]} describes JSON frames") from None
+            return
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if errors:
             from jsonschema.exceptions import best_match
 
             error = best_match(errors)
+            details = _branch_errors(error)
             where = "/".join(str(p) for p in error.absolute_path) or "(the frame)"
-            raise ValueError(f"{where}: {error.message} (schema {self.paths[direction].name})")
+            text = "; ".join(e.message for e in details) if details else error.message
+            raise ValueError(f"{where}: {text} (schema {self.paths[direction].name})")
+
+
+def _branch_errors(error: Any) -> list[Any]:
+    """For a failed ``oneOf``/``anyOf``: the errors of the branch the frame meant (its ``const``s held).
+
+    A frame typed ``chat`` missing ``text`` is told "'text' is a required
+    property", not "not valid under any of the given schemas".
+    """
+    if not error.context:
+        return []
+    branches: dict[Any, list[Any]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    meant = [errs for errs in branches.values() if not any(e.validator in ("const", "enum") for e in errs)]
+    return meant[0] if len(meant) == 1 else []
 
 
 @dataclass
