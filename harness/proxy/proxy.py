@@ -805,6 +805,8 @@ class _Connection:
             while data and commands.pending and not self.closed:
                 cut = self.tracker.next_boundary(direction, data, message=commands.pending[0].message)
                 if cut is None:
+                    if not self.tracker.framed(direction):
+                        commands.pending.clear()  # framing lost: there will be no boundary
                     break
                 if cut:
                     self.forward(direction, data[:cut])
