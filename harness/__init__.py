@@ -7,10 +7,10 @@ package exports the classes behind them for use with or without pytest.
 
 from __future__ import annotations
 
-from .browser import ChromiumInfo, find_chromium, launch_args
-from .client import NovaClient, ProtocolClientError, ReceivedFrame, WsClient
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import TestIds, WsConfig
-from .control import FaultControl, FaultControlError
 from .errors import (
     BrowserNotFoundError,
     ConfigurationError,
@@ -18,10 +18,52 @@ from .errors import (
     ServerStartError,
     WaitTimeoutError,
 )
-from .faults import FaultHandle, Faults
-from .helper import ConnectionStatus, WebSocketTestHelper, new_client_id
-from .journal import Frame, FrameJournal
-from .server import ServerUnderTest, start_server
+
+if TYPE_CHECKING:
+    from .browser import ChromiumInfo, find_chromium, launch_args
+    from .client import NovaClient, ProtocolClientError, ReceivedFrame, WsClient
+    from .control import FaultControl, FaultControlError
+    from .faults import FaultHandle, Faults
+    from .helper import ConnectionStatus, WebSocketTestHelper, new_client_id
+    from .journal import Frame, FrameJournal
+    from .server import ServerUnderTest, start_server
+
+#: Exported names imported on first use, so loading the plugin (and an unrelated
+#: pytest run in the same environment) does not import httpx, websockets or the proxy.
+_LAZY = {
+    "ChromiumInfo": ".browser",
+    "find_chromium": ".browser",
+    "launch_args": ".browser",
+    "NovaClient": ".client",
+    "ProtocolClientError": ".client",
+    "ReceivedFrame": ".client",
+    "WsClient": ".client",
+    "FaultControl": ".control",
+    "FaultControlError": ".control",
+    "FaultHandle": ".faults",
+    "Faults": ".faults",
+    "ConnectionStatus": ".helper",
+    "WebSocketTestHelper": ".helper",
+    "new_client_id": ".helper",
+    "Frame": ".journal",
+    "FrameJournal": ".journal",
+    "ServerUnderTest": ".server",
+    "start_server": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BrowserNotFoundError",

@@ -125,3 +125,28 @@ def test_synthetic_mode_is_refused_for_a_page_without_listeners(pytester: pytest
     helper = Helper(None, _Server(), WsConfig(app="x:y"), mode="synthetic")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="own listeners"):
         helper.initialize()
+
+
+def test_network_faults_reach_the_foreign_page(ws_helper: WebSocketTestHelper) -> None:
+    """Network depth through the fault proxy: a reset ends the page's socket with 1006."""
+    ws_helper.expect_frame("welcome")
+    handle = ws_helper.faults.reset()
+    assert handle.depth == "network"
+    closed = ws_helper.wait_for_socket_closed()
+    assert (closed.code, closed.clean) == (1006, False)
+
+
+def test_a_socket_that_bypasses_the_proxy_makes_network_faults_an_error(
+    ws_helper: WebSocketTestHelper, ws_server
+) -> None:  # noqa: ANN001
+    """A page whose WebSocket URL is hard-coded past the proxy: the fault fails naming the URL and the fix."""
+    direct = ws_server.ws_url(ws_helper.client_id)  # the app itself, not the proxy in front of it
+    ws_helper.reload(ws=direct)
+    ws_helper.wait_for_socket_open()
+    assert ws_helper.sockets[-1].url == direct
+    from harness import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="bypassing it") as info:
+        ws_helper.faults.latency(100)
+    assert direct in str(info.value)
+    assert ws_helper.faults.active == []

@@ -27,6 +27,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from ..control import FaultControlError
 from ..errors import ConfigurationError, HarnessError
@@ -319,7 +320,23 @@ class Faults:
                 "the server, which is off (--ws-proxy=false, or an https base URL): turn it on. "
                 + _WITHOUT_PROXY.get(what, "")
             )
+        self._check_not_bypassed(what, proxy)
         return proxy
+
+    def _check_not_bypassed(self, what: str, proxy: Any) -> None:
+        """Fail when the page's newest socket does not go through the proxy: the fault would do nothing."""
+        urls = self._helper.journal.connections
+        if not urls:
+            return
+        proxied = urlsplit(proxy.url).netloc
+        url = urls[-1]
+        if urlsplit(url).netloc != proxied:
+            raise ConfigurationError(
+                f"faults.{what}() acts on the page's sockets through the fault proxy at {proxied}, but the "
+                f"page's socket goes to {url}, bypassing it: the fault would change nothing. Make the page "
+                "build its WebSocket URL from location (same host and port as the page, which the harness "
+                "loads through the proxy: ws_server.page_url()), or configure it to use that address."
+            )
 
     def _target(self) -> Target:
         return Target(websocket_only=True, path_contains=self._helper.client_id)
