@@ -184,7 +184,7 @@ class WebSocketTestHelper:
     def faults(self) -> Faults:
         """Faults at every depth for this page (:class:`harness.faults.Faults`); cleared at cleanup."""
         if self._faults is None:
-            self._faults = Faults(self)
+            self._faults = Faults.of(self)
         return self._faults
 
     @property

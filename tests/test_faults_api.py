@@ -70,7 +70,9 @@ def helper(control: FaultControl, proxy: FaultProxy) -> FakeHelper:
 
 
 def faults_of(helper: FakeHelper) -> Faults:
-    return Faults(cast(Any, helper))
+    return Faults(
+        helper.client_id, helper.journal, server_faults=helper.server.faults, proxy=cast(Any, helper.server.proxy)
+    )
 
 
 def rules(control: FaultControl, client_id: str = "unit-client") -> dict[str, Any]:

@@ -37,7 +37,10 @@ from ..proxy import Bandwidth, Blackhole, Latency, LimitData, Slicer, Target
 from .messages import Delay, Drop, Duplicate, MessageRule, Stall
 
 if TYPE_CHECKING:
+    from ..browser.route import FrameJournal
     from ..helper import WebSocketTestHelper
+    from ..proxy import FaultProxy
+    from .ports import ServerFaultPort
 
 __all__ = ["Depth", "FaultHandle", "Faults"]
 
@@ -117,14 +120,38 @@ class FaultHandle:
 
 
 class Faults:
-    """Faults for one :class:`~harness.WebSocketTestHelper`'s page (see the module docstring)."""
+    """Faults for one page (see the module docstring), given only what they act through.
 
-    def __init__(self, helper: WebSocketTestHelper) -> None:
-        self._helper = helper
+    ``client_id`` keys server-depth and network faults; ``journal`` applies
+    message-depth rules; ``server_faults`` is the server-depth shim
+    (:class:`~harness.faults.ports.ServerFaultPort`) and ``proxy`` the fault
+    proxy, each None when there is none.  ``Faults.of(helper)`` takes them from
+    a :class:`~harness.WebSocketTestHelper`.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        journal: FrameJournal,
+        *,
+        server_faults: ServerFaultPort | None = None,
+        proxy: FaultProxy | None = None,
+    ) -> None:
+        self._client_id = client_id
+        self._journal = journal
+        self._port = server_faults
+        self._proxy_ref = proxy
         self._active: list[FaultHandle] = []
         # The handle that owns the server's reject (or hold) rule for this client: the
         # server keeps one of each, so a newer call replaces the older handle's rule.
         self._server_rules: dict[str, FaultHandle] = {}
+
+    @classmethod
+    def of(cls, helper: WebSocketTestHelper) -> Faults:
+        """The faults of ``helper``'s page, through its server's shim and proxy."""
+        return cls(
+            helper.client_id, helper.journal, server_faults=helper.server.faults, proxy=helper.server.proxy
+        )
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -159,7 +186,7 @@ class Faults:
     # ------------------------------------------------------------ server depth
 
     def _control(self, what: str, instead: str) -> Any:
-        control = self._helper.server.faults
+        control = self._port
         if control is None:
             raise ConfigurationError(
                 f"faults.{what}() is a server-depth fault: it needs the /__harness fault control API "
@@ -176,13 +203,13 @@ class Faults:
             "clean); for a connection lost without a close frame (1006) use faults.reset() at "
             "the network depth.",
         )
-        control.close_socket(self._helper.client_id, code=code, reason=reason)
+        control.close_socket(self._client_id, code=code, reason=reason)
         return self._start("close", "server", f"closed the socket with {code} {reason!r}", None, lasting=False)
 
     def abort(self) -> FaultHandle:
         """The server drops the TCP connection without a close frame: the page sees 1006."""
         control = self._control("abort", "At the network depth, faults.reset() also ends with 1006.")
-        control.abort(self._helper.client_id)
+        control.abort(self._client_id)
         return self._start("abort", "server", "dropped the TCP connection (1006)", None, lasting=False)
 
     def reject_handshakes(self, status: int = 503, count: int | None = None) -> FaultHandle:
@@ -197,7 +224,7 @@ class Faults:
         control = self._control(
             "reject_handshakes", "At the network depth, faults.refuse_connections() refuses them."
         )
-        control.reject_handshakes(self._helper.client_id, status=status, count=count)
+        control.reject_handshakes(self._client_id, status=status, count=count)
         what = "every handshake" if count is None else f"the next {count} handshake(s)"
         handle = self._start("reject_handshakes", "server", f"rejecting {what} with HTTP {status}", None)
         handle._undo = lambda: self._end_server_rule("reject", handle)
@@ -211,7 +238,7 @@ class Faults:
         unless a ``reject_handshakes`` rule is active, which rejects them.
         """
         control = self._control("hold_handshakes", "At the network depth, faults.blackhole() stalls them too.")
-        control.hold_handshakes(self._helper.client_id)
+        control.hold_handshakes(self._client_id)
         handle = self._start("hold_handshakes", "server", "holding handshakes open", None)
         handle._undo = lambda: self._end_server_rule("hold", handle)
         self._own_server_rule("hold", handle)
@@ -229,10 +256,10 @@ class Faults:
         if self._server_rules.get(kind) is not handle:
             return  # replaced by a newer call, whose handle owns the rule now
         del self._server_rules[kind]
-        control = self._helper.server.faults
+        control = self._port
         if control is None:
             return
-        cid = self._helper.client_id
+        cid = self._client_id
         if kind == "hold":
             control.release_handshakes(cid)  # removes the hold rule only, lets held ones proceed
             return
@@ -248,13 +275,14 @@ class Faults:
         rules = (control.client_info(cid) or {}).get("rules") or {}
         if not rules.get("reject"):
             return  # used up already
+        frames: Any = control  # only HTTP control APIs lack per-rule removal, and they have drop/delay
         control.clear(cid)
         if rules.get("hold"):
             control.hold_handshakes(cid, timeout_ms=rules["hold"].get("timeout_ms"))
         if rules.get("delay"):
-            control.delay(cid, rules["delay"]["ms"], types=rules["delay"].get("types"))
+            frames.delay(cid, rules["delay"]["ms"], types=rules["delay"].get("types"))
         if rules.get("drop"):
-            control.drop(cid, types=rules["drop"].get("types"), count=rules["drop"].get("remaining"))
+            frames.drop(cid, types=rules["drop"].get("types"), count=rules["drop"].get("remaining"))
 
     # ------------------------------------------------------------ message depth
 
@@ -268,7 +296,7 @@ class Faults:
         return direction
 
     def _rule(self, name: str, rule: MessageRule) -> FaultHandle:
-        journal = self._helper.journal
+        journal = self._journal
         remove = journal.add_rule(rule)
         handle = self._start(name, "message", rule.describe(), remove)
         handle._applied = lambda: rule.applied
@@ -302,18 +330,18 @@ class Faults:
         """Send ``message`` on the page's live socket as if the other side had sent it."""
         payload = message if isinstance(message, str) else json.dumps(message)
         wanted = normalize_direction(self._one_way("inject", direction))
-        if not self._helper.journal.connections:
+        if not self._journal.connections:
             raise ConfigurationError(
                 "faults.inject() sends on the page's live socket, and the page has opened none yet: "
                 "load the page first (ws_helper.initialize(), which the ws_helper fixture calls)"
             )
-        self._helper.journal.inject(payload, direction=wanted)
+        self._journal.inject(payload, direction=wanted)
         return self._start("inject", "message", f"injected {payload[:80]} {direction}", None, lasting=False)
 
     # ------------------------------------------------------------ network depth
 
     def _proxy(self, what: str) -> Any:
-        proxy = self._helper.server.proxy
+        proxy = self._proxy_ref
         if proxy is None:
             raise ConfigurationError(
                 f"faults.{what}() is a network-depth fault: it needs the fault proxy between the page and "
@@ -325,7 +353,7 @@ class Faults:
 
     def _check_not_bypassed(self, what: str, proxy: Any) -> None:
         """Fail when the page's newest socket does not go through the proxy: the fault would do nothing."""
-        urls = self._helper.journal.connections
+        urls = self._journal.connections
         if not urls:
             return
         proxied = urlsplit(proxy.url).netloc
@@ -339,7 +367,7 @@ class Faults:
             )
 
     def _target(self) -> Target:
-        return Target(websocket_only=True, path_contains=self._helper.client_id)
+        return Target(websocket_only=True, path_contains=self._client_id)
 
     def _toxic(self, name: str, toxic: Any, direction: str, description: str) -> FaultHandle:
         if direction not in _NETWORK_DIRECTIONS:
@@ -385,7 +413,7 @@ class Faults:
         reset = proxy.reset_connections(self._target())
         if not reset:
             raise HarnessError(
-                f"faults.reset(): no live WebSocket of client {self._helper.client_id!r} goes through the "
+                f"faults.reset(): no live WebSocket of client {self._client_id!r} goes through the "
                 "fault proxy, so there was nothing to reset. Load the page through ws_server.page_url() "
                 "and wait until it is connected (ws_helper.wait_for_connection_status('connected'))."
             )
