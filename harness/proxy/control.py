@@ -284,16 +284,18 @@ class ProxyFaultControl:
         return self._run(on_loop)
 
     def client_info(self, client_id: str) -> dict[str, Any]:
-        """Whether the client has a live socket through the proxy, its held upgrades and rules."""
+        """Whether the client has a live socket through the proxy, its held upgrades and rules.
+
+        ``"*"``: whether any client has one, and every held upgrade.
+        """
         key = self._key(client_id)
 
         def on_loop() -> dict[str, Any]:
             controller = self.proxy.controller
-            live = self.proxy._live_websockets(key) if key != "*" else []
             return {
                 "client_id": key,
-                "connected": bool(live),
-                "held_handshakes": controller.held(key),
+                "connected": bool(self.proxy._live_websockets(key)),
+                "held_handshakes": controller.held(None if key == "*" else key),
                 "rules": controller.rules_for(key),
                 "connections": [
                     {"connection_id": info.id, "path": info.path, "upgraded": info.upgraded,

@@ -50,7 +50,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
-from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
@@ -77,6 +76,7 @@ from .tracking import (
     RequestSeen,
     ResponseSeen,
     StreamTracker,
+    error_response,
 )
 
 if TYPE_CHECKING:
@@ -663,28 +663,17 @@ class _Connection:
 
     def reject(self, status: int, body: str) -> None:
         """Answer the upgrade with ``status`` as a server refusing it would, and close."""
-        text = body or (
+        response = error_response(status, body or (
             f"WebSocket upgrade of client {self.client_id!r} rejected by a harness fault rule "
             f"(HTTP {status}); the upstream server never saw it\n"
-        )
-        payload = text.encode("utf-8")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        head = (
-            f"HTTP/1.1 {status} {phrase}\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(payload)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode("latin-1")
+        ))
         self.proxy._emit(EventKind.REJECTED, self.id, client_id=self.client_id, status=status)
         self.drop_server()
         upstream = self.pipes[UPSTREAM]
         upstream.kill()
         upstream.eof_out = True
         # Through the tracker and the downstream toxics, as a server's answer would go.
-        self.inject(DOWNSTREAM, head + payload)
+        self.inject(DOWNSTREAM, response)
         self.pipes[DOWNSTREAM].push_eof()
         self.check_done()
 

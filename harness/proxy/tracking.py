@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Literal, TypeAlias
 
 from .frames import FrameInfo, FrameParser, Opcode
@@ -38,6 +39,7 @@ __all__ = [
     "RequestSeen",
     "ResponseSeen",
     "StreamTracker",
+    "error_response",
 ]
 
 Direction: TypeAlias = Literal["upstream", "downstream"]
@@ -118,6 +120,27 @@ class HttpResponse:
             return None
         reason = (match.group(3) or b"").decode("latin-1")
         return cls(int(match.group(2)), reason, _headers(lines[1:]))
+
+
+def error_response(status: int, body: str) -> bytes:
+    """A complete HTTP/1.1 answer refusing a request: ``status``, a plain-text ``body``, then close.
+
+    What a server that rejects a WebSocket upgrade sends: the status line
+    with its standard reason phrase, ``Content-Type``, ``Content-Length``
+    and ``Connection: close`` (the connection ends after it).
+    """
+    payload = body.encode("utf-8")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,15 @@ from websockets.http11 import Request, Response
 from harness.control import FaultControlError
 from harness.errors import ConfigurationError
 from harness.faults.ports import ServerFaultPort
-from harness.proxy import Blackhole, FaultProxy, Latency, ProxyFaultControl, StreamTracker, Target
+from harness.proxy import (
+    Blackhole,
+    FaultProxy,
+    HttpResponse,
+    Latency,
+    ProxyFaultControl,
+    StreamTracker,
+    Target,
+)
 from harness.proxy.frames import (
     FrameParser,
     Opcode,
@@ -35,6 +43,7 @@ from harness.proxy.frames import (
     encode_frame,
     parse_frame_header,
 )
+from harness.proxy.tracking import error_response
 
 T = TypeVar("T")
 TIMEOUT = 10.0
@@ -498,3 +507,15 @@ def test_the_tracker_tells_frame_boundaries_from_message_boundaries() -> None:
     tracker.feed("downstream", 0.0, rest)
     assert not tracker.at_boundary("downstream")
     assert tracker.next_boundary("downstream", b"\x00", message=True) == 1, "an empty text frame ends"
+
+
+def test_error_response_is_a_whole_http_answer_that_closes() -> None:
+    raw = error_response(503, "busy ✓")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    response = HttpResponse.parse(head)
+    assert response is not None
+    assert (response.status, response.reason) == (503, "Service Unavailable")
+    assert response.header("connection") == "close"
+    assert response.header("content-type") == "text/plain; charset=utf-8"
+    assert body == "busy ✓".encode() and response.header("content-length") == str(len(body))
+    assert error_response(599, "").startswith(b"HTTP/1.1 599 Error\r\n")
