@@ -848,6 +848,13 @@ class _Connection:
         else:
             return
         pipe.kill()
+        pipe.blocked = False
+        source = pipe.src.transport
+        if pipe.src_paused and source is not None:
+            # Its source may still be held back by this pipe's back-pressure, and the
+            # other peer's close answer is in what it sends.
+            pipe.src_paused = False
+            source.resume_reading()
         if side.transport is not None:
             side.transport.close()
         if flow.client_done and flow.server_done:
