@@ -39,6 +39,7 @@ from .config import WsConfig
 from .control import FaultControl
 from .errors import HarnessError, ServerStartError
 from .proxy import FaultProxy
+from .proxy.control import ProxyFaultControl
 
 __all__ = [
     "ServerUnderTest",
@@ -81,7 +82,7 @@ class ServerUnderTest:
     config: WsConfig
     kind: str
     log_path: Path | None = None
-    faults: FaultControl | None = None
+    faults: FaultControl | ProxyFaultControl | None = None
     app: Any = None
     proxy: FaultProxy | None = None
     middleware: FaultMiddleware | None = None
@@ -129,8 +130,8 @@ class ServerUnderTest:
                 self._stop()
                 self._stop = None
         finally:
-            if self.faults is not None:
-                self.faults.close()
+            if isinstance(self.faults, FaultControl):
+                self.faults.close()  # its HTTP client; the proxy's control goes with the proxy
             if self._log_handler is not None:
                 _detach(self._log_handler)
                 self._log_handler = None
@@ -301,10 +302,15 @@ class UvicornThread:
 def start_server(config: WsConfig, workdir: Path, *, startup_timeout: float = 20.0) -> ServerUnderTest:
     """Start (or attach to) the server the config names; the caller calls ``stop()``."""
     if config.base_url:
+        # The app's own /__harness (it mounts FaultMiddleware) when a token is given, else
+        # the fault proxy in front of it: an app in any language needs no harness code.
         token = config.harness_token
-        control = FaultControl(config.base_url, token) if token else None
-        external = ServerUnderTest(config.base_url.rstrip("/"), config, "external", faults=control)
+        external = ServerUnderTest(config.base_url.rstrip("/"), config, "external")
         external.proxy = _start_proxy(config, config.base_url)
+        if token:
+            external.faults = FaultControl(config.base_url, token)
+        elif external.proxy is not None:
+            external.faults = ProxyFaultControl(external.proxy)
         return external
     if config.app:
         return _start_app(config, workdir, startup_timeout)
@@ -420,7 +426,9 @@ def _start_proxy(config: WsConfig, upstream_url: str) -> FaultProxy | None:
     parsed = urlsplit(upstream_url)
     if parsed.scheme != "http" or parsed.hostname is None:
         return None  # TLS would hide the HTTP upgrade and frames the proxy understands
-    return FaultProxy(upstream=(parsed.hostname, parsed.port or 80), seed=config.seed).start()
+    return FaultProxy(
+        upstream=(parsed.hostname, parsed.port or 80), seed=config.seed, ws_path=config.ws_path
+    ).start()
 
 
 # ----------------------------------------------------------------- the per-worker log

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from harness import FrameJournal, WsConfig
-from harness.helper import WebSocketTestHelper, _number_text, _word
 from harness.app.nova import validate_directed
 from harness.faults.messages import Stall
+from harness.helper import WebSocketTestHelper, _number_text, _word
 from reference_server.protocol import make_message
 from tests._routes import FakeEnd, FakeRoute
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from harness.errors import ConfigurationError, WaitTimeoutError
 from harness.app.nova import validate_directed
+from harness.errors import ConfigurationError, WaitTimeoutError
 from harness.journal import FrameJournal
 from harness.matching import frame_matches, subset_matches
 from reference_server.protocol import make_message

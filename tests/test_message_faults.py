@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harness.errors import ConfigurationError
-from harness.journal import Frame
 from harness.faults.messages import Delay, Drop, Duplicate, Emit, Stall
+from harness.journal import Frame
 from harness.profiles import PROFILES
 
 

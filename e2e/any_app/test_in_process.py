@@ -104,7 +104,7 @@ def test_simulate_error_pushes_the_apps_error_frame(ws_helper: WebSocketTestHelp
     ws_helper.wait_for_error_details("disk full")
 
 
-def test_ws_client_speaks_the_apps_protocol(ws_helper: WebSocketTestHelper, ws_client) -> None:  # noqa: ANN001
+def test_ws_client_speaks_the_apps_protocol(ws_helper: WebSocketTestHelper, ws_client) -> None:
     """A generic WsClient: the page's chat reaches a Python party and back."""
     bob = ws_client()
     bob.expect("welcome")
@@ -120,7 +120,7 @@ def test_synthetic_mode_is_refused_for_a_page_without_listeners(pytester: pytest
     from harness.helper import WebSocketTestHelper as Helper
 
     class _Server:
-        page_http_url = "http://127.0.0.1:1"
+        http_url = page_http_url = "http://127.0.0.1:1"
 
     helper = Helper(None, _Server(), WsConfig(app="x:y"), mode="synthetic")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="own listeners"):
@@ -138,7 +138,7 @@ def test_network_faults_reach_the_foreign_page(ws_helper: WebSocketTestHelper) -
 
 def test_a_socket_that_bypasses_the_proxy_makes_network_faults_an_error(
     ws_helper: WebSocketTestHelper, ws_server
-) -> None:  # noqa: ANN001
+) -> None:
     """A page whose WebSocket URL is hard-coded past the proxy: the fault fails naming the URL and the fix."""
     direct = ws_server.ws_url(ws_helper.client_id)  # the app itself, not the proxy in front of it
     ws_helper.reload(ws=direct)

@@ -367,6 +367,8 @@ class Faults:
             )
 
     def _target(self) -> Target:
+        if self._proxy_ref is not None and getattr(self._proxy_ref, "ws_path", None):
+            return Target(websocket_only=True, client_id=self._client_id)
         return Target(websocket_only=True, path_contains=self._client_id)
 
     def _toxic(self, name: str, toxic: Any, direction: str, description: str) -> FaultHandle:

@@ -21,8 +21,8 @@ import pytest
 from playwright.sync_api import expect
 
 from harness import FrameJournal
-from harness.journal import Frame
 from harness.faults.messages import Stall
+from harness.journal import Frame
 from tests.browser.conftest import TIMEOUT_S, ClientPage, unique_id
 
 #: Test instrumentation: the page's socket close events, as the page's code sees them.

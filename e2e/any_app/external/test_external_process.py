@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from harness import WebSocketTestHelper
 
@@ -60,17 +61,21 @@ def test_simulate_error_through_the_proxy(ws_helper: WebSocketTestHelper) -> Non
 def test_message_and_network_faults_on_the_foreign_page(ws_helper: WebSocketTestHelper) -> None:
     """Message depth drops the app's own frame type; network depth blackholes the socket."""
     ws_helper.expect_frame("welcome")
-    with ws_helper.faults.drop("chat"):
+    with ws_helper.faults.drop("chat", count=1) as dropped:
         ws_helper.publish("", "lost")
-        ws_helper.expect_frame("chat", direction="sent", match={"text": "lost"})
-        ws_helper.expect_no_frame("chat", within=0.3)
+        ws_helper.expect_frame("chat", match={"text": "lost"})  # journaled as it arrived, then dropped
+        assert dropped.applied == 1
+    ws_helper.publish("", "kept")
+    messages = ws_helper.page.get_by_test_id("messages")
+    expect(messages).to_contain_text("kept")
+    assert "lost" not in messages.inner_text()
     with ws_helper.faults.blackhole():
         ws_helper.publish("", "held")
         ws_helper.expect_no_frame("chat", match={"text": "held"}, within=0.3)
     ws_helper.expect_frame("chat", match={"text": "held"})
 
 
-def test_ws_client_against_the_process(ws_helper: WebSocketTestHelper, ws_client) -> None:  # noqa: ANN001
+def test_ws_client_against_the_process(ws_helper: WebSocketTestHelper, ws_client) -> None:
     """A Python party speaks the app's protocol directly."""
     carol = ws_client()
     carol.expect("welcome")
