@@ -1,7 +1,7 @@
 """Every example of docs/own-app.md runs, against the demo chat app (fixtures/apps/chat).
 
-The page is a newcomer's path from nothing to a green test, so its examples are run the
-way a newcomer would run them: the page's ``pytest.ini`` (or ``pyproject.toml``) and test
+The document is a newcomer's path from nothing to a green test, so its examples run the
+way a newcomer would run them: its ``pytest.ini`` (or ``pyproject.toml``) and test
 modules are copied into a fresh project (pytester), ``fixtures`` is linked in as "the
 project" (so ``fixtures.apps.chat.app:app`` imports and the schema paths resolve from the
 rootdir), and pytest runs in a subprocess with the installed plugin, as in
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import pytest
 
@@ -88,13 +88,20 @@ def _ini_with(fragment_key: str) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One pytester run: the page's examples it takes, its configuration and its server."""
+    """One pytester run: the document's tests it takes, the files they need, config and server.
+
+    ``config`` is ``"ini"`` (the document's pytest.ini), ``"toml"`` (its pyproject.toml),
+    or a string that picks one of its ini fragments, whose settings replace the ini's.
+    ``server`` is the app in-process (``--ws-app``), the chat app as a process of its own
+    (``--ws-base-url``), or the document's deployment module under uvicorn
+    (``--ws-base-url`` and ``--ws-harness-token``).
+    """
 
     id: str
     tests: tuple[str, ...]
     files: tuple[str, ...] = ()
-    config: str = "ini"  # "ini", "toml", or the key of an ini fragment merged into the ini
-    server: str = "ws-app"  # "ws-app", "chat-process" or "deployment"
+    config: str = "ini"
+    server: Literal["ws-app", "chat-process", "deployment"] = "ws-app"
     errors_at_teardown: tuple[str, ...] = ()
 
 
