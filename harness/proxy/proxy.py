@@ -994,10 +994,10 @@ class FaultProxy:
 
         if buffer_limit < 1:
             raise ProxyConfigError(f"buffer_limit must be >= 1 byte, got {buffer_limit!r}")
-        if ws_path is not None and (not isinstance(ws_path, str) or not ws_path.startswith("/")):
+        if ws_path is not None and (not isinstance(ws_path, str) or not ws_path):
             raise ProxyConfigError(
-                f"ws_path must be the app's WebSocket path pattern, starting with '/' "
-                f"(e.g. '/ws/{{client_id}}'), or None; got {ws_path!r}"
+                f"ws_path must be the app's WebSocket path pattern (e.g. '/ws/{{client_id}}'), "
+                f"or None; got {ws_path!r}"
             )
         if not close_timeout > 0:
             raise ProxyConfigError(f"close_timeout must be > 0 seconds, got {close_timeout!r}")

@@ -461,7 +461,7 @@ def test_it_is_a_server_fault_port_without_message_faults() -> None:
     with FaultProxy(("127.0.0.1", 9)) as plain, pytest.raises(ConfigurationError, match="ws_path="):
         ProxyFaultControl(plain)
     with pytest.raises(ValueError, match="ws_path"):
-        FaultProxy(("127.0.0.1", 9), ws_path="ws/{client_id}")
+        FaultProxy(("127.0.0.1", 9), ws_path="")
 
 
 # ---------------------------------------------------------------- the pure parts
