@@ -14,15 +14,17 @@ from .config import TestIds, WsConfig
 from .errors import (
     BrowserNotFoundError,
     ConfigurationError,
+    FaultControlError,
     HarnessError,
+    ProtocolClientError,
     ServerStartError,
     WaitTimeoutError,
 )
 
 if TYPE_CHECKING:
     from .browser import ChromiumInfo, find_chromium, launch_args
-    from .client import NovaClient, ProtocolClientError, ReceivedFrame, WsClient
-    from .control import FaultControl, FaultControlError
+    from .client import NovaClient, ReceivedFrame, WsClient
+    from .control import FaultControl
     from .faults import FaultHandle, Faults
     from .helper import ConnectionStatus, WebSocketTestHelper, new_client_id
     from .journal import Frame, FrameJournal
@@ -35,11 +37,9 @@ _LAZY = {
     "find_chromium": ".browser",
     "launch_args": ".browser",
     "NovaClient": ".client",
-    "ProtocolClientError": ".client",
     "ReceivedFrame": ".client",
     "WsClient": ".client",
     "FaultControl": ".control",
-    "FaultControlError": ".control",
     "FaultHandle": ".faults",
     "Faults": ".faults",
     "ConnectionStatus": ".helper",

@@ -41,16 +41,12 @@ from typing import Any, Self
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, ProtocolError
 from websockets.sync.client import ClientConnection, connect
 
-from .errors import HarnessError, WaitTimeoutError
+from .errors import ProtocolClientError, WaitTimeoutError
 from .matching import Match, TextMatch, describe_frames, describe_match, payload_matches, type_of
 
 __all__ = ["NovaClient", "ProtocolClientError", "ReceivedFrame", "WsClient"]
 
 _MiB = 1024 * 1024
-
-
-class ProtocolClientError(HarnessError):
-    """The server refused the connection, answered an operation with an ``error`` frame, or closed the socket."""
 
 
 @dataclass(frozen=True)

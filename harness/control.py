@@ -12,20 +12,9 @@ from typing import Any
 
 import httpx
 
-from .errors import HarnessError
+from .errors import FaultControlError
 
 __all__ = ["FaultControl", "FaultControlError"]
-
-
-class FaultControlError(HarnessError):
-    """The fault control API refused a request (wrong token, unknown client, bad value).
-
-    ``status`` is the HTTP status of the answer.
-    """
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class FaultControl:

@@ -7,11 +7,11 @@
     ├── ServerStartError            the server under test did not come up
     ├── ConfigurationError          a bad option, ini key, marker, fixture override or fault
     ├── WaitTimeoutError            a wait's deadline passed (also an AssertionError)
-    ├── ProtocolClientError         the server refused a ws_client operation (client.py)
-    ├── FaultControlError           the /__harness API refused a request (control.py)
-    └── ProxyError                  the fault proxy failed (proxy/errors.py), with
-        ├── ProxyConfigError        a bad toxic, direction or target
-        └── ProxyTimeoutError       a proxy control call or wait missed its deadline
+    ├── ProtocolClientError         the app refused a ws_client connection or operation
+    ├── FaultControlError           a server-depth shim refused a request (``status``: its HTTP status)
+    └── ProxyError                  the fault proxy failed, with
+        ├── ProxyConfigError        a bad toxic, direction or target (also a ValueError)
+        └── ProxyTimeoutError       a proxy control call or wait missed its deadline (also a TimeoutError)
 
 Messages say what was expected, what was found, and the likely fix.
 """
@@ -21,7 +21,12 @@ from __future__ import annotations
 __all__ = [
     "BrowserNotFoundError",
     "ConfigurationError",
+    "FaultControlError",
     "HarnessError",
+    "ProtocolClientError",
+    "ProxyConfigError",
+    "ProxyError",
+    "ProxyTimeoutError",
     "ServerStartError",
     "WaitTimeoutError",
 ]
@@ -55,3 +60,31 @@ class ConfigurationError(HarnessError):
 
 class WaitTimeoutError(HarnessError, AssertionError):
     """A wait's deadline passed; the message shows what was expected and what was seen."""
+
+
+class ProtocolClientError(HarnessError):
+    """The server refused the connection, answered an operation with an ``error`` frame, or closed the socket."""
+
+
+class FaultControlError(HarnessError):
+    """A server-depth fault shim refused a request (wrong token, unknown client, no live socket, bad value).
+
+    ``status`` is the HTTP status of the answer (409: the client has no open
+    socket; 422: a bad value), also for the fault proxy, which answers alike.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ProxyError(HarnessError):
+    """The fault proxy could not do what was asked; the message says why and what to do."""
+
+
+class ProxyConfigError(ProxyError, ValueError):
+    """An invalid argument to a toxic, a target or a control call."""
+
+
+class ProxyTimeoutError(ProxyError, TimeoutError):
+    """A control call's deadline passed before the proxy loop ran it."""

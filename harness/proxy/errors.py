@@ -1,4 +1,4 @@
-"""Errors of the fault proxy.
+"""Errors of the fault proxy (defined in :mod:`harness.errors`, with every harness error).
 
 ::
 
@@ -10,18 +10,6 @@
 
 from __future__ import annotations
 
-from ..errors import HarnessError
+from ..errors import ProxyConfigError, ProxyError, ProxyTimeoutError
 
 __all__ = ["ProxyConfigError", "ProxyError", "ProxyTimeoutError"]
-
-
-class ProxyError(HarnessError):
-    """The fault proxy could not do what was asked; the message says why and what to do."""
-
-
-class ProxyConfigError(ProxyError, ValueError):
-    """An invalid argument to a toxic, a target or a control call."""
-
-
-class ProxyTimeoutError(ProxyError, TimeoutError):
-    """A control call's deadline passed before the proxy loop ran it."""
