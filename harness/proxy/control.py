@@ -25,8 +25,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from ..control import FaultControlError
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, FaultControlError
 
 if TYPE_CHECKING:
     from .proxy import FaultProxy, _Connection
