@@ -68,7 +68,8 @@ def load_profile(config: WsConfig, rootdir: Path | None = None, *, http_url: str
             f"ws_profile {name!r}: cannot load it ({exc}); give 'module:attribute' of a profile object "
             "or of a callable taking the WsConfig, importable from the rootdir"
         ) from None
-    profile = obj(config) if callable(obj) and not isinstance(obj, AppProfile) else obj
+    # A class (even one whose class attributes satisfy the protocol) or a factory gets the config.
+    profile = obj(config) if isinstance(obj, type) or (callable(obj) and not isinstance(obj, AppProfile)) else obj
     if not isinstance(profile, AppProfile):
         missing = [a for a in ("name", "page_hook", "type_key", "match_in", "validator", "error_frame",
                                "is_error_frame", "client") if not hasattr(profile, a)]

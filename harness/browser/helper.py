@@ -34,17 +34,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .app import AppProfile, load_profile
-from .app.requests import CLIENT_ID_COOKIE
-from .browser.route import FrameJournal
-from .browser.sockets import SOCKET_LOG_SCRIPT, SocketInfo
-from .browser.status import HookStatus, SocketStatus, StatusDriver
-from .config import Mode, WsConfig
-from .errors import ConfigurationError, HarnessError, WaitTimeoutError
-from .faults import Faults
-from .frames.log import Frame
-from .matching import Match, TextMatch
-from .server import ServerUnderTest
+from ..app import AppProfile, load_profile
+from ..app.requests import CLIENT_ID_COOKIE
+from ..config import Mode, WsConfig
+from ..errors import ConfigurationError, HarnessError, WaitTimeoutError
+from ..faults import Faults
+from ..frames.log import Frame
+from ..matching import Match, TextMatch
+from ..serving import ServerUnderTest
+from .route import FrameJournal
+from .sockets import SOCKET_LOG_SCRIPT, SocketInfo
+from .status import HookStatus, SocketStatus, StatusDriver
 
 __all__ = ["ConnectionStatus", "WebSocketTestHelper", "new_client_id"]
 
@@ -195,7 +195,7 @@ class WebSocketTestHelper:
         code and reason, and whether it closed cleanly; read from the page's
         socket log, whatever the app.
         """
-        from .browser.sockets import read_sockets
+        from .sockets import read_sockets
 
         found = read_sockets(self._page)
         if found is None:

@@ -20,7 +20,7 @@ from .sockets import READ_TIMERS, SocketInfo, read_sockets
 
 if TYPE_CHECKING:
     from ..faults.ports import ServerFaultPort
-    from ..helper import WebSocketTestHelper
+    from .helper import WebSocketTestHelper
 
 __all__ = ["HookStatus", "SocketStatus", "StatusDriver"]
 

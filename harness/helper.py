@@ -1,0 +1,15 @@
+"""``WebSocketTestHelper``, kept at this import path; it lives in :mod:`harness.browser.helper`."""
+
+from __future__ import annotations
+
+from .browser.helper import (
+    ConnectionStatus,
+    WebSocketTestHelper,
+    _already_contains,
+    _number_text,
+    _word,
+    new_client_id,
+)
+
+__all__ = ["ConnectionStatus", "WebSocketTestHelper", "new_client_id"]
+_private_for_tests = (_already_contains, _number_text, _word)
