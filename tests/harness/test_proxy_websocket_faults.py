@@ -24,8 +24,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.http11 import Request, Response
 
-from harness.control import FaultControlError
-from harness.errors import ConfigurationError
+from harness.errors import ConfigurationError, FaultControlError
 from harness.faults.ports import ServerFaultPort
 from harness.proxy import (
     Blackhole,
