@@ -9,6 +9,12 @@ socket to be connected:
 * harness: ``ws_helper`` (journal route, paused virtual clock, seeded
   randomness, protocol validation, fault cleanup at teardown).
 
+The same pair runs on the foreign demo app (fixtures/apps/chat, served with
+``--ws-app``), where ``ws_helper`` uses the generic profile (socket log,
+readiness by the page's first open socket, FaultMiddleware in front of the
+app), so the generic profile's cost is a ratio against its own bare baseline,
+next to the Nova profile's.
+
 Each suite runs serially and with ``-n 2`` in the same invocation of this
 script; the per-test cost is the mean of setup + call + teardown over the
 tests (the first test of each worker, which launches the browser, excluded).
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -54,25 +61,53 @@ def test_harness(ws_helper, i):
     ws_helper.wait_for_connection_status("connected")
 '''
 
+BARE_CHAT = '''
+import uuid
+import pytest
+from playwright.sync_api import expect
+
+@pytest.mark.parametrize("i", range({n}))
+def test_bare(page, ws_server, i):
+    page.goto(ws_server.config.page_url(ws_server.http_url, "bare-" + uuid.uuid4().hex[:12]))
+    expect(page.get_by_test_id("status")).to_have_text("connected")
+'''
+
+#: The chat app's settings, as its team would give them.
+CHAT_OPTIONS = [
+    "--ws-app=fixtures.apps.chat.app:app",
+    "--ws-path=/ws/{client_id}",
+    "--ws-page-path=/?client={client_id}",
+    "--ws-test-ids=connection_status=status",
+]
+
+#: name -> (source, extra pytest arguments)
+SUITES = {
+    "bare pytest-playwright": (BARE, []),
+    "ws_helper": (HARNESS, []),
+    "bare, chat app": (BARE_CHAT, CHAT_OPTIONS),
+    "ws_helper generic, chat": (HARNESS, CHAT_OPTIONS),
+}
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_pytest(cmd: list[str], cwd: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the demo app is importable from the suites' folders
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"suite failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
     return wall, proc.stdout
 
 
-def run_suite(folder: Path, source: str, n: int, workers: int) -> tuple[float, float]:
+def run_suite(folder: Path, source: str, n: int, workers: int, extra: list[str]) -> tuple[float, float]:
     """Return (wall seconds, mean per-test seconds without each worker's first test)."""
     test_file = folder / "test_suite.py"
     test_file.write_text(source.format(n=n))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-           "--durations-min=0", str(test_file), "-o", "addopts="]
+           "--durations-min=0", str(test_file), "-o", "addopts=", *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
     wall, stdout = run_pytest(cmd, folder)
@@ -106,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tests < 3 or args.repeat < 1:
         parser.error("--tests must be at least 3 and --repeat at least 1")
-    names = ["bare pytest-playwright", "ws_helper"] + (["e2e suite"] if args.e2e else [])
+    names = [*SUITES] + (["e2e suite"] if args.e2e else [])
     runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeat):
@@ -115,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "e2e suite":
                         result = run_e2e(workers)
                     else:
-                        folder = Path(tmp) / f"{name.split()[0]}-{workers}-{round_}"
+                        folder = Path(tmp) / f"{names.index(name)}-{workers}-{round_}"
                         folder.mkdir()
-                        result = run_suite(folder, BARE if name.startswith("bare") else HARNESS, args.tests, workers)
+                        source, extra = SUITES[name]
+                        result = run_suite(folder, source, args.tests, workers, extra)
                     runs.setdefault((name, workers), []).append(result)
     results = {
         key: (statistics.median(w for w, _ in values), statistics.median(p for _, p in values))
@@ -132,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     bare1, harness1 = results[("bare pytest-playwright", 1)], results[("ws_helper", 1)]
     bare2, harness2 = results[("bare pytest-playwright", 2)], results[("ws_helper", 2)]
     print()
-    print(f"per-test cost ws_helper / bare (serial):  {harness1[1] / bare1[1]:.2f}   goal <= 1.20")
+    nova_ratio = harness1[1] / bare1[1]
+    generic_ratio = results[("ws_helper generic, chat", 1)][1] / results[("bare, chat app", 1)][1]
+    print(f"per-test cost ws_helper / bare (serial):  {nova_ratio:.2f}   goal <= 1.20")
+    print(f"the same, generic profile on the chat app: {generic_ratio:.2f}   goal <= the Nova profile's")
     print(f"-n 2 / serial wall, bare:                 {bare2[0] / bare1[0]:.2f}")
     print(f"-n 2 / serial wall, ws_helper:            {harness2[0] / harness1[0]:.2f}   goal <= bare's")
     if args.e2e:
