@@ -69,7 +69,16 @@ def load_profile(config: WsConfig, rootdir: Path | None = None, *, http_url: str
             "or of a callable taking the WsConfig, importable from the rootdir"
         ) from None
     # A class (even one whose class attributes satisfy the protocol) or a factory gets the config.
-    profile = obj(config) if isinstance(obj, type) or (callable(obj) and not isinstance(obj, AppProfile)) else obj
+    if isinstance(obj, type) or (callable(obj) and not isinstance(obj, AppProfile)):
+        try:
+            profile = obj(config)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"ws_profile {name!r} could not be made with the WsConfig ({exc}); a profile class or "
+                "factory named by ws_profile takes the config as its one argument"
+            ) from None
+    else:
+        profile = obj
     if not isinstance(profile, AppProfile):
         missing = [a for a in ("name", "page_hook", "type_key", "match_in", "validator", "error_frame",
                                "is_error_frame", "client") if not hasattr(profile, a)]

@@ -90,8 +90,9 @@ class SchemaValidator:
         if errors:
             from jsonschema.exceptions import best_match
 
-            error = best_match(errors)
-            details = _branch_errors(error)
+            top = next((e for e in errors if e.context), None)
+            details = _branch_errors(top) if top is not None else []
+            error: Any = top if details else best_match(errors)
             where = "/".join(str(p) for p in error.absolute_path) or "(the frame)"
             text = "; ".join(e.message for e in details) if details else error.message
             raise ValueError(f"{where}: {text} (schema {self.paths[direction].name})")
@@ -109,7 +110,13 @@ def _branch_errors(error: Any) -> list[Any]:
     for sub in error.context:
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
     meant = [errs for errs in branches.values() if not any(e.validator in ("const", "enum") for e in errs)]
-    return meant[0] if len(meant) == 1 else []
+    if not meant:
+        return []
+    if len(meant) == 1:
+        return meant[0]
+    # Several branches fit the frame's type (one schema for both directions): what they all say.
+    common = [e for e in meant[0] if all(any(o.message == e.message for o in errs) for errs in meant[1:])]
+    return common or min(meant, key=len)
 
 
 @dataclass

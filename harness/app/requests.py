@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qsl, unquote
 
 from ..config import PLACEHOLDER
@@ -65,12 +64,24 @@ def client_id_from_request(
             if values.get(key):
                 return values[key]
     if cookie_header:
-        cookies = SimpleCookie()
-        try:
-            cookies.load(cookie_header)
-        except CookieError:
-            return None
-        morsel = cookies.get(CLIENT_ID_COOKIE)
-        if morsel is not None and morsel.value:
-            return unquote(morsel.value)
+        return _cookie(cookie_header, CLIENT_ID_COOKIE)
+    return None
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, as browsers send it.
+
+    Split on ``;`` and ``=`` (as Starlette does), not with ``SimpleCookie``,
+    which stops at the first pair it cannot parse: an app's own cookie such as
+    ``consent={"ads":false}`` would hide ours.
+    """
+    for pair in header.split(";"):
+        key, sep, value = pair.strip().partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if value.startswith('"'):
+                if len(value) < 2 or not value.endswith('"'):
+                    return None  # an unterminated quote: malformed
+                value = value[1:-1]
+            return unquote(value) or None
     return None

@@ -32,7 +32,7 @@ def test_every_fixture_has_a_docstring() -> None:
 def test_fixtures_are_documented_in_the_reference() -> None:
     from pathlib import Path
 
-    text = (Path(__file__).parent.parent / "docs" / "plugin-reference.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "plugin-reference.md").read_text()
     for name in ["ws_config", "ws_server", "ws_helper", "ws_client", "ws_faults"]:
         assert f"`{name}`" in text, name
     for marker in plugin.MARKERS:
