@@ -88,6 +88,24 @@ class StatusDriver:
         raise NotImplementedError
 
     def set_status(self, status: str, error: str | None) -> None:
+        """Bring the connection to ``status`` at server depth (see ``set_connection_status``)."""
+        {
+            "error": self._error,
+            "connecting": self._connecting,
+            "connected": self._connected,
+            "disconnected": self._disconnected,
+        }[status](error)
+
+    def _error(self, reason: str | None) -> None:
+        raise NotImplementedError
+
+    def _connecting(self, reason: str | None) -> None:
+        raise NotImplementedError
+
+    def _connected(self, reason: str | None) -> None:
+        raise NotImplementedError
+
+    def _disconnected(self, reason: str | None) -> None:
         raise NotImplementedError
 
     def advance_to_next_reconnect(self, timeout: float | None) -> int:
@@ -134,14 +152,6 @@ class HookStatus(StatusDriver):
         return int(info["delay"])
 
     # ------------------------------------------------------------ real-mode statuses
-
-    def set_status(self, status: str, error: str | None) -> None:
-        {
-            "error": self._error,
-            "connecting": self._connecting,
-            "connected": self._connected,
-            "disconnected": self._disconnected,
-        }[status](error)
 
     def _settle(self) -> None:
         """Let a handshake in flight finish (open, fail, or be held) before the rules change.
@@ -342,14 +352,6 @@ class SocketStatus(StatusDriver):
         )
 
     # ------------------------------------------------------------ real-mode statuses
-
-    def set_status(self, status: str, error: str | None) -> None:
-        {
-            "error": self._error,
-            "connecting": self._connecting,
-            "connected": self._connected,
-            "disconnected": self._disconnected,
-        }[status](error)
 
     def _settle(self) -> None:
         if self.status() != "connecting":
