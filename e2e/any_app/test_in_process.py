@@ -52,7 +52,7 @@ def test_the_apps_own_schema_flags_a_bad_frame(ws_helper: WebSocketTestHelper) -
 def test_server_close_with_a_code_is_seen_by_the_page(ws_helper: WebSocketTestHelper) -> None:
     """Server depth through FaultMiddleware: a genuine close frame with code and reason."""
     handle = ws_helper.faults.close(4001, "kicked by test")
-    assert handle.depth == "server"
+    assert (handle.depth, handle.where) == ("server", "server")  # FaultMiddleware, in the app's process
     closed = ws_helper.wait_for_socket_closed()
     assert (closed.code, closed.reason, closed.clean) == (4001, "kicked by test", True)
     ws_helper.wait_for_connection_status("disconnected")

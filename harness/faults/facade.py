@@ -80,7 +80,10 @@ class FaultHandle:
     ``active`` is False once undone, and from the start for one-off faults
     (``close``, ``abort``, ``reset``, ``inject``), which have nothing to undo.
     ``applied`` counts the frames a message-depth rule has acted on so far
-    (None at the other depths).
+    (None at the other depths).  ``where`` says which shim applies it:
+    ``server`` (the app's process: the reference server or FaultMiddleware),
+    ``proxy`` (the fault proxy, also for server-depth faults on an app it
+    fronts) or ``route`` (the journal's Playwright route).
     """
 
     name: str
@@ -91,6 +94,7 @@ class FaultHandle:
     active: bool = True
     _applied: Callable[[], int] | None = field(default=None, repr=False)
     _describe: Callable[[], str] | None = field(default=None, repr=False)
+    where: str = ""
 
     @property
     def applied(self) -> int | None:
@@ -174,7 +178,8 @@ class Faults:
     def _start(
         self, name: str, depth: Depth, description: str, undo: Callable[[], None] | None, *, lasting: bool = True
     ) -> FaultHandle:
-        handle = FaultHandle(name, depth, description, undo, self, active=lasting)
+        where = {"message": "route", "network": "proxy"}.get(depth) or str(getattr(self._port, "where", "server"))
+        handle = FaultHandle(name, depth, description, undo, self, active=lasting, where=where)
         if lasting:
             self._active.append(handle)
         return handle

@@ -22,7 +22,7 @@ def test_the_generic_profile_is_the_default_for_a_running_app(ws_helper: WebSock
 def test_close_with_a_code_through_the_proxy(ws_helper: WebSocketTestHelper) -> None:
     """The proxy writes a genuine close frame to the page: code, reason, clean."""
     handle = ws_helper.faults.close(4001, "kicked")
-    assert handle.depth == "server"
+    assert (handle.depth, handle.where) == ("server", "proxy")
     closed = ws_helper.wait_for_socket_closed()
     assert (closed.code, closed.reason, closed.clean) == (4001, "kicked", True)
     ws_helper.wait_for_error_details("kicked")  # the app's own reaction to 4001
