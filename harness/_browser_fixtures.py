@@ -64,7 +64,9 @@ def ws_helper(
     mode the helper waits for an open socket (``ws_wait_for_socket = false``
     opts out).  After the test: faults for the client are lifted and every
     journaled frame must have matched the app's protocol (the Nova models,
-    or ``ws_frame_schema``; marker ``ws_allow_invalid_frames`` opts out).  On
+    or ``ws_frame_schema``; marker ``ws_allow_invalid_frames`` opts out), and
+    the server must not have logged an ERROR for the test's client (marker
+    ``ws_allow_server_errors`` opts out).  On
     failure the journal, the status history and the client's server log
     lines are written next to pytest-playwright's artifacts.
     """

@@ -31,6 +31,7 @@ MARKERS = {
     "ws_mode": "ws_mode(mode): 'real' (faults happen on the server) or 'synthetic' (window events) for this test",
     "ws_allow_invalid_frames": "ws_allow_invalid_frames: do not fail the test on frames that violate the protocol",
     "ws_client_id": "ws_client_id(id): load the page with this client id instead of a unique one",
+    "ws_allow_server_errors": "ws_allow_server_errors: do not fail the test when the server logs errors for its client",
 }
 
 
@@ -202,6 +203,8 @@ def _ws_helper(
     yield helper
     helper.cleanup()
     helper.check_frames()
+    if request.node.get_closest_marker("ws_allow_server_errors") is None:
+        helper.check_server_errors()
 
 
 @pytest.fixture

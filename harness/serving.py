@@ -26,6 +26,7 @@ import os
 import secrets
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,17 @@ class ServerUnderTest:
     def has_fault_control(self) -> bool:
         """Whether server-depth faults are available (reference server, ``--ws-app``, or a token)."""
         return self.faults is not None
+
+    def error_records(self, since: float = 0.0) -> list[logging.LogRecord]:
+        """ERROR (and worse) records the server logged at or after ``since`` (``time.time()``), oldest first.
+
+        In-process servers only (the reference server, ``--ws-app``); an app
+        already running keeps its log to itself, so this is empty for it.
+        """
+        handler = self._log_handler
+        if not isinstance(handler, _LogHandler):
+            return []
+        return [r for r in list(handler.error_log) if r.created >= since]
 
     def log_lines(self, contains: str | None = None, *, last: int | None = None) -> list[str]:
         """Lines of this worker's server log, optionally only those containing ``contains``."""
@@ -434,10 +446,24 @@ def _start_proxy(config: WsConfig, upstream_url: str) -> FaultProxy | None:
 # ----------------------------------------------------------------- the per-worker log
 
 
+#: How many ERROR records a server keeps for the tests to look at.
+_ERRORS_KEPT = 1000
+
+
 class _LogHandler(logging.FileHandler):
-    """The server log's file handler, remembering the loggers it is attached to."""
+    """The server log's file handler, remembering the loggers it is attached to and its errors."""
 
     loggers: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The latest ERROR (and worse) records, for ServerUnderTest.error_records.
+        self.error_log: deque[logging.LogRecord] = deque(maxlen=_ERRORS_KEPT)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            self.error_log.append(record)
+        super().emit(record)
 
 
 def _attach_log(log_path: Path, loggers: Iterable[str]) -> logging.Handler:

@@ -25,6 +25,7 @@ wait here for what the page must have sent.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import time
@@ -221,6 +222,7 @@ class WebSocketTestHelper:
         """
         if self._initialized:
             return self
+        self._started_at = time.time()
         if self.mode == "synthetic" and not self.profile.page_hook:
             raise ConfigurationError(
                 f"synthetic mode dispatches the seed's window events (websocket-status, websocket-message), "
@@ -379,6 +381,39 @@ class WebSocketTestHelper:
         self._initialized = False
         if errors:
             raise errors[0]
+
+    def server_errors(self) -> list[logging.LogRecord]:
+        """ERROR records the server logged about this page's client since it was loaded.
+
+        A record is this test's when it names the client id, or when it is an
+        unhandled exception of the app (a worker runs one test at a time).
+        In-process servers only (see ``ServerUnderTest.error_records``).
+        """
+        since = getattr(self, "_started_at", 0.0)
+        found = []
+        for record in self._server.error_records(since):
+            text = _record_text(record)
+            if self._client_id in text or _UNHANDLED in text:
+                found.append(record)
+        return found
+
+    def check_server_errors(self) -> None:
+        """Raise AssertionError listing the server's ERROR records about this test (see :meth:`server_errors`).
+
+        The ``ws_helper`` fixture calls it at teardown unless the test is
+        marked ``ws_allow_server_errors``.
+        """
+        records = self.server_errors()
+        if not records:
+            return
+        lines = [f"the server under test logged {len(records)} error(s) for client {self._client_id!r}:"]
+        for record in records[:10]:
+            lines.append(f"  {record.levelname} {record.name}: {_record_text(record)[:1500]}")
+        lines.append(
+            "Fix the server, or mark the test with @pytest.mark.ws_allow_server_errors if it "
+            "provokes them on purpose."
+        )
+        raise AssertionError("\n".join(lines))
 
     def check_frames(self) -> None:
         """Raise AssertionError listing every frame that violated the protocol.
@@ -779,6 +814,20 @@ def _pass_through(route: Any) -> None:
 
 def _normalize_ws(text: str) -> str:
     return " ".join(text.split())
+
+
+#: The message uvicorn logs an application's unhandled exception with.
+_UNHANDLED = "Exception in ASGI application"
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    """A record's message with its traceback, as the log file shows it."""
+    text = record.getMessage()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        text += "\n" + record.exc_text
+    return text
 
 
 def _already_contains(locator: Any, text: str | re.Pattern[str]) -> bool:
