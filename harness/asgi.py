@@ -366,7 +366,10 @@ class FaultMiddleware:
     ``token`` turns the ``/__harness`` control API on (None: off, and the path
     goes to the app); ``type_key`` is the key (dotted path) that types the
     app's JSON frames for drop and delay rules; ``controller`` lets several
-    shims share one set of rules (a new one by default).
+    shims share one set of rules (a new one by default).  With
+    ``handshakes_only`` the middleware decides handshakes only (reject, hold)
+    and hands accepted sockets to the app untouched: for an app that applies
+    the frame rules and live-socket commands itself (the reference server).
 
     Raises ValueError for an empty or blank token.
     """
@@ -379,6 +382,7 @@ class FaultMiddleware:
         token: str | None = None,
         type_key: str = "type",
         controller: FaultController | None = None,
+        handshakes_only: bool = False,
     ) -> None:
         if token is not None and not token.strip():
             raise ValueError(
@@ -389,6 +393,7 @@ class FaultMiddleware:
         self.ws_path = ws_path
         self.type_key = type_key
         self.controller = controller if controller is not None else FaultController()
+        self.handshakes_only = handshakes_only
         self._token = token.encode("utf-8") if token is not None else None
         self._sockets: dict[str, list[_Socket]] = {}
 
@@ -439,6 +444,9 @@ class FaultMiddleware:
                 log.info("handshake of %s rejected with %d by a fault rule", client_id, decision.status)
                 await self._deny(scope, send, decision)
                 return
+        if self.handshakes_only:
+            await self.app(scope, _replaying(replay, receive), send)
+            return
         sock = _Socket(self, client_id, scope, receive, send, replay)
         try:
             await self.app(scope, sock.receive, sock.send)
@@ -710,6 +718,18 @@ _COMMANDS: dict[str, Callable[[FaultMiddleware, str, bytes], Awaitable[Any]]] = 
     "abort": FaultMiddleware._post_abort,
     "push": FaultMiddleware._post_push,
 }
+
+
+def _replaying(first: list[Message], receive: Receive) -> Receive:
+    """``receive``, answering with ``first`` (the messages the middleware read already) first."""
+    pending = list(first)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 def _apply(setter: Callable[..., Any], *args: Any) -> None:
