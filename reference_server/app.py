@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from . import harness_api, rest, web, ws
 from .faults import FaultController
+from .hosts import DEFAULT_ALLOWED_HOSTS, HostGuard, HostPolicy
 from .hub import Hub
+from .logsafe import DEFAULT_REDACTED_PARAMS, install_log_sanitizer
 from .settings import Settings
 from .storage import Storage
 
@@ -25,8 +27,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     State on ``app.state``: ``settings``, ``storage`` (opened by the lifespan),
     ``hub`` (live connections and subscriptions) and ``faults`` (the
     test-mode fault controller; its rules are only reachable in test mode).
+
+    Hardening (docs/architecture.md, "Hardening"): every request and handshake
+    whose ``Host`` is not in ``settings.allowed_hosts`` (or the bind address) is
+    refused by :class:`~reference_server.hosts.HostGuard`, the outermost
+    middleware; and the process's log sanitizer
+    (:func:`~reference_server.logsafe.install_log_sanitizer`: control characters
+    escaped, ``settings.log_redact_params`` redacted) is put on the server's
+    loggers, once however many apps are built.  A bad ``allowed_hosts`` entry
+    raises ValueError naming it.
     """
     settings = settings or Settings()
+    install_log_sanitizer(getattr(settings, "log_redact_params", DEFAULT_REDACTED_PARAMS))
+    hosts = HostPolicy.build(
+        getattr(settings, "allowed_hosts", DEFAULT_ALLOWED_HOSTS), bind_host=settings.host
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,4 +75,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(harness_api.router)
     app.add_middleware(ws.TransportCaptureMiddleware)
     web.install(app)
+    app.add_middleware(HostGuard, policy=hosts)
     return app

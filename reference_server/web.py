@@ -26,12 +26,15 @@ from typing import Any, Literal
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .hosts import DEFAULT_ALLOWED_HOSTS, HostGuard, HostPolicy
+from .logsafe import DEFAULT_REDACTED_PARAMS, install_log_sanitizer
 from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, PROTOCOL_VERSION
 from .settings import Settings
 
@@ -140,5 +143,16 @@ def install(app: FastAPI) -> None:
 
 
 def frontend_app(settings: Settings, *, api_port: int) -> Starlette:
-    """An ASGI app serving only the page, configured to talk to the API on ``api_port``."""
-    return Starlette(routes=_page_routes(client_config(settings, api_port=api_port)))
+    """An ASGI app serving only the page, configured to talk to the API on ``api_port``.
+
+    It answers to the same ``Host`` names as the main app (``settings.allowed_hosts``)
+    and writes its log lines through the same sanitizer.
+    """
+    install_log_sanitizer(getattr(settings, "log_redact_params", DEFAULT_REDACTED_PARAMS))
+    policy = HostPolicy.build(
+        getattr(settings, "allowed_hosts", DEFAULT_ALLOWED_HOSTS), bind_host=settings.host
+    )
+    return Starlette(
+        routes=_page_routes(client_config(settings, api_port=api_port)),
+        middleware=[Middleware(HostGuard, policy=policy)],
+    )
