@@ -1,4 +1,15 @@
-"""Command line: ``nova-ws serve`` / ``python -m reference_server`` and ``... schema``."""
+"""Command line: ``nova-ws serve`` / ``python -m reference_server`` and ``... schema``.
+
+Exit status of ``serve``:
+
+- 0: stopped by SIGTERM or SIGINT (Ctrl-C) after a clean shutdown: every
+  WebSocket was sent 1001 (going away), peers that stopped reading were
+  aborted after ``--shutdown-timeout``, the database was closed.
+- 1: cannot listen (the port is taken, the address is not local).
+- 2: invalid settings (flags or ``NOVA_*`` environment); nothing started.
+- 3: the application failed to start (uvicorn's lifespan start-up failure).
+- 130: interrupted before serving, or a second SIGINT cut the shutdown short.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +18,48 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from .runner import (
+    KEEP_ALIVE_TIMEOUT_S,
+    MAX_REQUEST_HEAD_BYTES,
+    REQUEST_HEAD_TIMEOUT_S,
+    SHUTDOWN_TIMEOUT_S,
+    WS_PING_INTERVAL_S,
+    WS_PING_TIMEOUT_S,
+)
 from .settings import Settings
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "EXIT_CANNOT_LISTEN",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID_SETTINGS",
+    "EXIT_OK",
+    "EXIT_STARTUP_FAILED",
+    "Deadlines",
+    "build_parser",
+    "deadlines_from_args",
+    "main",
+    "serve",
+]
+
+
+#: Exit statuses of ``serve`` (the module docstring says when each happens).
+EXIT_OK = 0
+EXIT_CANNOT_LISTEN = 1
+EXIT_INVALID_SETTINGS = 2
+EXIT_STARTUP_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+_EXIT_STATUS_HELP = """\
+exit status: 0 stopped by SIGTERM/SIGINT after a clean shutdown (WebSockets sent 1001);
+1 cannot listen; 2 invalid settings; 3 the application failed to start;
+130 interrupted before serving, or a second SIGINT cut the shutdown short"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="The Nova reference WebSocket server and its tools.",
     )
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the reference server (the default command)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the reference server (the default command)",
+        epilog=_EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _serve_args(serve)
     schema = sub.add_parser("schema", help="print the protocol's JSON Schema")
     schema.add_argument("--indent", type=int, default=2)
@@ -46,7 +96,118 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="enable the /__harness fault control API and the page's test hooks",
     )
     p.add_argument("--test-token", help="token the /__harness API requires (default: random)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    limits = p.add_argument_group(
+        "deadlines and limits",
+        "what a peer starts and never finishes is closed after these (NOVA_* settings of the "
+        "same names, in seconds, when the server has them)",
+    )
+    limits.add_argument(
+        "--request-head-timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help=f"seconds a connection has to send a complete request head, from its opening or "
+        f"the end of the previous response; then it is closed, with 408 if it sent part of one "
+        f"(default {REQUEST_HEAD_TIMEOUT_S:g})",
+    )
+    limits.add_argument(
+        "--max-request-head-bytes",
+        type=int,
+        metavar="N",
+        help=f"largest WebSocket upgrade request head; bigger gets 431 "
+        f"(default {MAX_REQUEST_HEAD_BYTES}, at least 1024)",
+    )
+    limits.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        metavar="S",
+        help=f"idle seconds allowed between HTTP requests on one connection "
+        f"(default {KEEP_ALIVE_TIMEOUT_S})",
+    )
+    limits.add_argument(
+        "--ws-ping-interval",
+        type=_seconds_or_off,
+        metavar="S",
+        help=f"seconds between the server's WebSocket pings; 0 = no pings "
+        f"(default {WS_PING_INTERVAL_S:g})",
+    )
+    limits.add_argument(
+        "--ws-ping-timeout",
+        type=_seconds_or_off,
+        metavar="S",
+        help=f"seconds a peer has to answer a ping (one stuck mid-frame cannot) before it is "
+        f"closed 1011; 0 = wait forever (default {WS_PING_TIMEOUT_S:g})",
+    )
+    limits.add_argument(
+        "--shutdown-timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help=f"seconds shutdown waits for close frames (1001) to be delivered before aborting "
+        f"peers that stopped reading (default {SHUTDOWN_TIMEOUT_S:g})",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _seconds_or_off(text: str) -> float | None:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds >= 0 (0 = off), got {text!r}"
+        )
+    return value or None
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """The runner's deadlines and limits for one ``serve`` (see :mod:`reference_server.runner`)."""
+
+    request_head_timeout: float = REQUEST_HEAD_TIMEOUT_S
+    max_request_head_bytes: int = MAX_REQUEST_HEAD_BYTES
+    keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT_S
+    ws_ping_interval: float | None = WS_PING_INTERVAL_S
+    ws_ping_timeout: float | None = WS_PING_TIMEOUT_S
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT_S
+
+    def config_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~reference_server.runner.uvicorn_config`."""
+        options = asdict(self)
+        del options["shutdown_timeout"]
+        return options
+
+
+#: Flag (argparse dest) -> the Settings field that would hold it.
+_DEADLINE_SETTINGS = {
+    "request_head_timeout": "request_head_timeout_s",
+    "max_request_head_bytes": "max_request_head_bytes",
+    "keep_alive_timeout": "keep_alive_timeout_s",
+    "ws_ping_interval": "ws_ping_interval_s",
+    "ws_ping_timeout": "ws_ping_timeout_s",
+    "shutdown_timeout": "shutdown_timeout_s",
+}
+
+
+def deadlines_from_args(args: argparse.Namespace, settings: Settings) -> Deadlines:
+    """Each deadline from its flag, else from ``settings`` (when it has the field), else the default."""
+    values: dict[str, Any] = {}
+    for dest, setting in _DEADLINE_SETTINGS.items():
+        flag = getattr(args, dest, None)
+        if flag is not None:
+            values[dest] = flag
+        elif hasattr(settings, setting):
+            values[dest] = getattr(settings, setting)
+    if values.get("max_request_head_bytes", MAX_REQUEST_HEAD_BYTES) < 1024:
+        raise ValueError("max_request_head_bytes must be at least 1024")
+    if values.get("keep_alive_timeout", KEEP_ALIVE_TIMEOUT_S) < 1:
+        raise ValueError("keep_alive_timeout must be at least 1 second")
+    return Deadlines(**values)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -61,12 +222,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def serve(settings: Settings, log_level: str = "info") -> None:
+def serve(settings: Settings, log_level: str = "info", deadlines: Deadlines | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; return the exit status (see the module docstring)."""
     from .app import create_app
     from .runner import NovaUvicornServer, ServerThread, bind_socket, uvicorn_config
     from .web import frontend_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    deadlines = deadlines or Deadlines()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     front_thread: ServerThread | None = None
@@ -74,15 +239,27 @@ def serve(settings: Settings, log_level: str = "info") -> None:
         fsock = bind_socket(settings.host, settings.frontend_port)
         fport = fsock.getsockname()[1]
         front_server = NovaUvicornServer(
-            uvicorn_config(frontend_app(settings, api_port=port), max_message_bytes=1024, log_level="warning")
+            uvicorn_config(
+                frontend_app(settings, api_port=port),
+                max_message_bytes=1024,
+                log_level="warning",
+                **deadlines.config_options(),
+            ),
+            shutdown_timeout=deadlines.shutdown_timeout,
         )
         front_thread = ServerThread(front_server, fsock, name="nova-frontend")
         front_thread.start()
         print(f"Nova page on http://{_host(settings.host)}:{fport}/", flush=True)
     app = create_app(settings)
     server = NovaUvicornServer(
-        uvicorn_config(app, max_message_bytes=settings.max_message_bytes, log_level=log_level),
+        uvicorn_config(
+            app,
+            max_message_bytes=settings.max_message_bytes,
+            log_level=log_level,
+            **deadlines.config_options(),
+        ),
         before_shutdown=lambda: app.state.hub.close_all(1001, "server shutting down"),
+        shutdown_timeout=deadlines.shutdown_timeout,
     )
     print(f"Nova server listening on http://{_host(settings.host)}:{port}", flush=True)
     if settings.test_mode:
@@ -92,6 +269,7 @@ def serve(settings: Settings, log_level: str = "info") -> None:
     finally:
         if front_thread is not None:
             front_thread.stop()
+    return EXIT_INTERRUPTED if server.forced else EXIT_OK
 
 
 def _host(host: str) -> str:
@@ -110,12 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = settings_from_args(args)
+        deadlines = deadlines_from_args(args, settings)
     except (ValidationError, SettingsError, ValueError) as exc:  # show the settings errors plainly
         print(f"nova-ws: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID_SETTINGS
     try:
-        serve(settings, log_level=args.log_level)
+        return serve(settings, log_level=args.log_level, deadlines=deadlines)
     except OSError as exc:
         print(f"nova-ws: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_CANNOT_LISTEN
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signal, or after it
+        print("nova-ws: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
