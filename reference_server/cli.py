@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,8 +102,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
     limits = p.add_argument_group(
         "deadlines and limits",
-        "what a peer starts and never finishes is closed after these (NOVA_* settings of the "
-        "same names, in seconds, when the server has them)",
+        "what a peer starts and never finishes is closed after these; times in seconds",
     )
     limits.add_argument(
         "--request-head-timeout",
@@ -151,14 +151,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 def _positive_seconds(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
     return value
 
 
 def _seconds_or_off(text: str) -> float | None:
     value = float(text)
-    if value < 0:
+    if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(
             f"must be a number of seconds >= 0 (0 = off), got {text!r}"
         )
@@ -203,6 +203,8 @@ def deadlines_from_args(args: argparse.Namespace, settings: Settings) -> Deadlin
             values[dest] = flag
         elif hasattr(settings, setting):
             values[dest] = getattr(settings, setting)
+            if dest.startswith("ws_ping_"):
+                values[dest] = values[dest] or None  # 0 = off, as on the command line
     if values.get("max_request_head_bytes", MAX_REQUEST_HEAD_BYTES) < 1024:
         raise ValueError("max_request_head_bytes must be at least 1024")
     if values.get("keep_alive_timeout", KEEP_ALIVE_TIMEOUT_S) < 1:

@@ -54,10 +54,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 __all__ = [
+    "KEEP_ALIVE_TIMEOUT_S",
     "MAX_REQUEST_HEAD_BYTES",
     "REQUEST_HEAD_TIMEOUT_S",
     "SHUTDOWN_TIMEOUT_S",
     "WS_IMPLEMENTATION",
+    "WS_PING_INTERVAL_S",
+    "WS_PING_TIMEOUT_S",
     "NovaH11Protocol",
     "NovaUvicornServer",
     "NovaWebSocketProtocol",
@@ -143,7 +146,9 @@ def check_uvicorn_internals() -> None:
         ("connection_made", "connection_lost", "handle_events", "handle_websocket_upgrade"),
         "H11Protocol",
     )
-    need_attributes(H11Protocol.__init__, ("conn", "transport", "loop", "headers"), "H11Protocol")
+    need_attributes(
+        H11Protocol.__init__, ("conn", "transport", "loop", "headers", "client"), "H11Protocol"
+    )
     need(uvicorn.Server, ("capture_signals", "handle_exit", "shutdown"), "Server")
     if "capture_signals" not in _attribute_names(uvicorn.Server.serve):
         missing.append("Server.serve calling capture_signals")
@@ -414,7 +419,9 @@ class NovaUvicornServer(uvicorn.Server):
     ``serve()`` returns normally afterwards (uvicorn would re-raise the
     signal: a KeyboardInterrupt traceback, or death by SIGTERM); a second
     SIGINT skips the waits (:attr:`forced`).  :attr:`exit_signal` says which
-    signal stopped the server, if any.
+    signal stopped the server, if any.  Raises ``ValueError`` for a
+    ``shutdown_timeout`` <= 0 and :class:`UvicornInternalsError` as
+    :func:`uvicorn_config` does.
     """
 
     def __init__(
@@ -425,6 +432,8 @@ class NovaUvicornServer(uvicorn.Server):
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
     ) -> None:
         check_uvicorn_internals()
+        if shutdown_timeout <= 0:
+            raise ValueError(f"shutdown_timeout must be > 0 seconds, got {shutdown_timeout}")
         super().__init__(config)
         self._before_shutdown = before_shutdown
         self.shutdown_timeout = shutdown_timeout
@@ -433,7 +442,10 @@ class NovaUvicornServer(uvicorn.Server):
 
     @property
     def forced(self) -> bool:
-        """True when a second SIGINT cut the shutdown short (uvicorn's ``force_exit``)."""
+        """True when the shutdown was cut short (uvicorn's ``force_exit``).
+
+        Set by a second SIGINT, or by :meth:`ServerThread.stop` past its deadline.
+        """
         return self.force_exit
 
     @contextlib.contextmanager
@@ -472,8 +484,7 @@ class NovaUvicornServer(uvicorn.Server):
             stuck = [
                 p
                 for p in list(self.server_state.connections)
-                if isinstance(p, WebSocketsSansIOProtocol)
-                and (not p.close_sent or p.transport.get_write_buffer_size() > 0)
+                if isinstance(p, WebSocketsSansIOProtocol) and _close_undelivered(p)
             ]
             for protocol in stuck:
                 protocol.transport.abort()
@@ -502,6 +513,14 @@ class NovaUvicornServer(uvicorn.Server):
                 len(stuck),
                 self.shutdown_timeout,
             )
+
+
+def _close_undelivered(protocol: WebSocketsSansIOProtocol) -> bool:
+    # An accepted WebSocket whose close frame is not out: never written (the transport
+    # is full) or still in the transport's buffer.  Handshakes still pending are left
+    # to uvicorn's shutdown, which answers them 500.
+    accepted = protocol.handshake_complete and protocol.initial_response is None
+    return accepted and (not protocol.close_sent or protocol.transport.get_write_buffer_size() > 0)
 
 
 class ServerThread:
