@@ -72,12 +72,17 @@ _CLOSE_CODES: dict[CloseCode, str] = {
         "Never sent on the wire: what a browser reports when the TCP connection dropped "
         "without a close frame."
     ),
+    CloseCode.INVALID_PAYLOAD: "A text frame that is not valid UTF-8.",
     CloseCode.POLICY_VIOLATION: (
         "Policy: invalid client id, sustained rate limit (`rate limit exceeded`) or a "
         "consumer too slow to drain its queue (`slow consumer`)."
     ),
     CloseCode.MESSAGE_TOO_BIG: "A frame over the size limit.",
     CloseCode.INTERNAL_ERROR: "The server failed unexpectedly.",
+    CloseCode.TRY_AGAIN_LATER: (
+        "Too many connections waiting to authenticate, from this address or in all; sent "
+        "right after the accept. Retry with backoff."
+    ),
     CloseCode.AUTH_FAILED: "`connect` carried an unknown API key (after an `auth_failed` error).",
     CloseCode.AUTH_TIMEOUT: "No `connect` within the authentication timeout.",
     CloseCode.REPLACED: "A newer connection authenticated with the same client id.",
@@ -99,11 +104,13 @@ _ERROR_CODES: dict[ErrorCode, str] = {
         "has `channel`, `action`, `required`."
     ),
     ErrorCode.INVALID_MESSAGE: (
-        "The frame is not a valid message: invalid JSON, not an object, unknown type, schema "
-        "violation, binary frame. `details` locates the problem. The connection stays open."
+        "The frame is not a valid message: invalid JSON, not an object, nested too deeply, an "
+        "integer too long, unknown type, schema violation, binary frame. `details` locates the "
+        "problem. The connection stays open."
     ),
     ErrorCode.RATE_LIMITED: (
-        "Too many messages; this one was dropped. Keeping on closes the connection with 1008."
+        "Too many messages; this one was dropped (`operation_id` names it when it had an `id`). "
+        "Keeping on closes the connection with 1008."
     ),
     ErrorCode.NOT_SUBSCRIBED: "An operation that needs a subscription the connection does not have.",
     ErrorCode.INTERNAL_ERROR: "The server failed to handle the message; it is logged server-side.",
@@ -541,6 +548,8 @@ def _envelope() -> str:
 
 def _flow() -> str:
     timeout = Settings.model_fields["auth_timeout_ms"].default
+    per_address = Settings.model_fields["max_unauthenticated_per_address"].default
+    total = Settings.model_fields["max_unauthenticated_total"].default
     return f"""\
 ## Connecting and authenticating
 
@@ -549,7 +558,10 @@ def _flow() -> str:
    HTTP 403 before the upgrade. Clients that send no `Origin` (not browsers) pass.
 2. The server **accepts without credentials** and sends `connection_established`.
    An invalid client id is accepted, told why (`error` `validation_error`) and closed
-   with 1008, so a browser sees the code.
+   with 1008, so a browser sees the code. When {per_address} connections from the same
+   address (`NOVA_MAX_UNAUTHENTICATED_PER_ADDRESS`) or {total} in all
+   (`NOVA_MAX_UNAUTHENTICATED_TOTAL`) are already waiting to authenticate, a new one is
+   accepted and closed at once with **1013** (try again later).
 3. The client **authenticates with a `connect` message** carrying its API key (never in
    the URL: query strings end up in logs). Keys are compared in constant time.
    - good key: `auth_success` with the key's permissions;
@@ -701,6 +713,11 @@ def _error_codes() -> str:
     )
 
 
+#: Python's default ``sys.get_int_max_str_digits()``: fixed here, so the docs do not
+#: depend on the interpreter's ``-X int_max_str_digits``.
+_INT_DIGITS = 4300
+
+
 def _limits() -> str:
     f = Settings.model_fields
     rows = [
@@ -727,6 +744,27 @@ def _limits() -> str:
             f"{f['outbound_queue_size'].default} frames",
             "`NOVA_OUTBOUND_QUEUE_SIZE`",
             "a subscriber that falls this far behind is closed 1008",
+        ],
+        [
+            "connections waiting to authenticate",
+            (
+                f"{f['max_unauthenticated_per_address'].default} per client address, "
+                f"{f['max_unauthenticated_total'].default} in all"
+            ),
+            "`NOVA_MAX_UNAUTHENTICATED_PER_ADDRESS`, `NOVA_MAX_UNAUTHENTICATED_TOTAL`",
+            "accepted, then closed 1013 at once; authenticated connections never count",
+        ],
+        [
+            "JSON nesting",
+            f"{protocol.MAX_JSON_DEPTH} levels (the envelope is level 1)",
+            "fixed",
+            "`error` `invalid_message`",
+        ],
+        [
+            "integer literals",
+            f"{_INT_DIGITS} digits; `since_seq` at most 2^63-1",
+            "fixed",
+            "`error` `invalid_message`",
         ],
     ]
     return "## Limits\n\n" + _table(["limit", "default", "setting", "when exceeded"], rows) + "\n"
@@ -917,10 +955,11 @@ def _test_mode() -> str:
 
 Started with `--test-mode` (`NOVA_TEST_MODE=1`), the server also serves a control API
 under `/__harness/`, guarded by the `X-Harness-Token` header (`--test-token` /
-`NOVA_TEST_TOKEN`; printed at startup): reject or hold handshakes, close or abort a live
-socket, delay or drop server-to-client frames, push an arbitrary frame, inspect
-connections. It is keyed by client id. Without test mode every `/__harness` URL answers
-404, exactly like an unknown path. The URLs and bodies are listed in
+`NOVA_TEST_TOKEN`; random unless given, printed at startup; an empty or blank token is
+refused at start-up): reject or hold handshakes, close or abort a live socket, delay or
+drop server-to-client frames, push an arbitrary frame, inspect connections. It is keyed
+by client id. Without test mode every `/__harness` URL answers 404, exactly like an
+unknown path. The URLs and bodies are listed in
 `reference_server/harness_api.py`; the harness drives them for you.
 """
 

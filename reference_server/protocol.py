@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ __all__ = [
     "CHANNEL_PATTERN",
     "CLIENT_ID_PATTERN",
     "CLIENT_MESSAGE_TYPES",
+    "MAX_JSON_DEPTH",
+    "MAX_SEQ",
     "PROTOCOL_VERSION",
     "SERVER_MESSAGE_TYPES",
     "AnyMessage",
@@ -78,6 +81,7 @@ __all__ = [
     "make_message",
     "new_id",
     "now_iso",
+    "operation_id",
     "parse_any_message",
     "parse_client_message",
     "parse_server_message",
@@ -93,6 +97,14 @@ CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 #: sub-name of the same alphabet plus upper case (``general``, ``thread:7f3a``).
 CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}(:[A-Za-z0-9_-]{1,64})?$"
 
+#: The highest seq a client may name (``since_seq``): seqs are SQLite INTEGERs, signed 64-bit.
+MAX_SEQ = 2**63 - 1
+
+#: How deeply a frame's objects and arrays may nest (the envelope is level 1).
+#: Deeper frames are ``invalid_message``; without a bound, nesting of about
+#: a thousand levels would exhaust Python's recursion limit in the parser.
+MAX_JSON_DEPTH = 64
+
 _CLIENT_ID_RE = re.compile(CLIENT_ID_PATTERN)
 _CHANNEL_RE = re.compile(CHANNEL_PATTERN)
 #: The start of an ISO-8601 date-time (``2025-01-01T12:00``); the rest is pydantic's to check.
@@ -105,9 +117,11 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     ABNORMAL = 1006
+    INVALID_PAYLOAD = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
     AUTH_FAILED = 4001
     AUTH_TIMEOUT = 4002
     REPLACED = 4003
@@ -173,6 +187,7 @@ class SubscribeData(_Data):
     since_seq: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_SEQ,
         description="Replay every stored message with a higher seq before `subscribed`.",
     )
 
@@ -429,6 +444,59 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def _too_deep() -> ProtocolError:
+    return ProtocolError(
+        f"frame nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; "
+        "flatten the data (the envelope is level 1)",
+        {"json_error": "nested too deeply", "max_depth": MAX_JSON_DEPTH},
+    )
+
+
+def _decode(raw: str) -> Any:
+    """``raw`` as a JSON value, or :class:`ProtocolError` for every way it can fail.
+
+    Beyond malformed JSON, that is nesting deep enough to exhaust the
+    parser's recursion (:class:`RecursionError`) and an integer longer than
+    Python converts (``sys.get_int_max_str_digits()``, :class:`ValueError`).
+    """
+    try:
+        return _DECODER.decode(raw)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(
+            f"frame is not valid JSON: {exc.msg} at position {exc.pos}",
+            {"json_error": exc.msg, "position": exc.pos},
+        ) from None
+    except _NonStandardJSON as exc:
+        raise ProtocolError(
+            f"frame is not valid JSON: {exc.constant} is not a JSON value "
+            "(JSON has no NaN or Infinity; send null or a string)",
+            {"json_error": f"{exc.constant} is not a JSON value"},
+        ) from None
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError:
+        # The only other ValueError the decoder raises: int() refusing a literal
+        # longer than the interpreter's digit limit.
+        digits = sys.get_int_max_str_digits()
+        raise ProtocolError(
+            f"frame holds an integer of more than {digits} digits, more than this server "
+            "reads; send big numbers as strings",
+            {"json_error": "integer too long", "max_digits": digits},
+        ) from None
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects/arrays in ``value`` nest more than ``limit`` levels (iterative: any depth)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], direction: str) -> Any:
     if isinstance(raw, (bytes, bytearray)):
         raise ProtocolError(
@@ -436,25 +504,17 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes | dict[str, Any], directi
             {"frame": "binary", "length": len(raw)},
         )
     if isinstance(raw, str):
-        try:
-            obj = _DECODER.decode(raw)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(
-                f"frame is not valid JSON: {exc.msg} at position {exc.pos}",
-                {"json_error": exc.msg, "position": exc.pos},
-            ) from None
-        except _NonStandardJSON as exc:
-            raise ProtocolError(
-                f"frame is not valid JSON: {exc.constant} is not a JSON value "
-                "(JSON has no NaN or Infinity; send null or a string)",
-                {"json_error": f"{exc.constant} is not a JSON value"},
-            ) from None
+        obj = _decode(raw)
+        # Nesting needs at least as many brackets as levels: most frames skip the walk.
+        check_depth = raw.count("{") + raw.count("[") > MAX_JSON_DEPTH
         # Text frames are UTF-8, so a lone surrogate comes from a \uD8xx escape
         # (or from a Python caller's str).
         check_surrogates = "\\u" in raw or not raw.isascii()
     else:
         obj = raw
-        check_surrogates = True
+        check_depth = check_surrogates = True
+    if check_depth and isinstance(obj, (dict, list)) and _nests_deeper_than(obj, MAX_JSON_DEPTH):
+        raise _too_deep()
     if check_surrogates:
         where = _lone_surrogate(obj)
         if where is not None:
@@ -508,6 +568,24 @@ def _lone_surrogate(value: Any, path: str = "") -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def operation_id(raw: str | bytes | dict[str, Any]) -> str | None:
+    """Best effort: the envelope's ``id`` of a frame that may be invalid, or None.
+
+    For answers about frames that were not handled (invalid, rate limited):
+    None for binary frames, frames that are not JSON objects, and an ``id``
+    that is missing or not a string.  Never raises.
+    """
+    if isinstance(raw, (bytes, bytearray)):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = _decode(raw)
+        except ProtocolError:
+            return None
+    op = raw.get("id") if isinstance(raw, dict) else None
+    return op if isinstance(op, str) else None
 
 
 def parse_client_message(raw: str | bytes | dict[str, Any]) -> _ClientUnion:

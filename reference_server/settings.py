@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_API_KEYS", "Settings"]
@@ -25,7 +25,19 @@ DEFAULT_API_KEYS: dict[str, list[str]] = {
 
 
 class Settings(BaseSettings):
-    """Every knob of the reference server.  Env prefix ``NOVA_``."""
+    """Every knob of the reference server.  Env prefix ``NOVA_``.
+
+    Connections that have not authenticated yet are capped, per client
+    address (``max_unauthenticated_per_address``, default 64) and in total
+    (``max_unauthenticated_total``, default 1024).  Past either cap the
+    server accepts the handshake and closes at once with 1013 (try again
+    later), so a browser sees the code and backs off; the refusals are
+    logged at WARNING once per 10 s with their count, not once each.  A
+    connection stops counting when it authenticates or goes away.
+
+    ``test_mode`` needs a ``test_token`` that is not empty or blank: leave it
+    out to get a random one (printed at start-up).
+    """
 
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="forbid")
 
@@ -60,6 +72,16 @@ class Settings(BaseSettings):
     auth_timeout_ms: int = Field(
         default=10_000, ge=1, description="Time allowed between accept and `connect`; then 4002."
     )
+    max_unauthenticated_per_address: int = Field(
+        default=64,
+        ge=1,
+        description="Connections one client address may hold before authenticating; more close 1013.",
+    )
+    max_unauthenticated_total: int = Field(
+        default=1024,
+        ge=1,
+        description="Connections all clients together may hold before authenticating; more close 1013.",
+    )
     db: Path = Field(default=Path("nova.db"), description="SQLite database path (NOVA_DB).")
     db_synchronous: str = Field(
         default="NORMAL",
@@ -93,4 +115,17 @@ class Settings(BaseSettings):
     def _check_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         if not value:
             raise ValueError("api_keys is empty: no client could ever authenticate; add a key")
+        return value
+
+    @field_validator("test_token")
+    @classmethod
+    def _check_test_token(cls, value: str, info: ValidationInfo) -> str:
+        # test_mode is declared first, so it is validated and in info.data by now.
+        if info.data.get("test_mode") and not value.strip():
+            raise ValueError(
+                f"test_token is {'empty' if not value else 'blank'}, so with test_mode anyone "
+                "who reaches the port could use the /__harness fault API with an empty "
+                "X-Harness-Token; omit test_token (--test-token / NOVA_TEST_TOKEN) to get a "
+                "random one, or set a secret value"
+            )
         return value

@@ -9,9 +9,14 @@ Life of a connection (the protocol itself is in docs/protocol.md):
 2. **Handshake faults** (test mode only): the fault controller may reject the
    handshake with an HTTP status or hold it (the browser stays CONNECTING)
    until a test releases it; a client that goes away while held is forgotten.
-3. **Accept.**  An invalid client id is then told why (``error``
-   ``validation_error``) and closed with 1008, so a browser sees the code.
-   Otherwise the server sends ``connection_established``.
+3. **Accept.**  A connection counts as unauthenticated from here until it
+   authenticates or goes away; past ``settings.max_unauthenticated_per_address``
+   for its client address or ``settings.max_unauthenticated_total`` in all, it
+   is closed with 1013 (try again later) right after the accept, and the
+   refusals are logged once per :data:`CAP_LOG_INTERVAL_S` with their count.
+   An invalid client id is told why (``error`` ``validation_error``) and
+   closed with 1008, so a browser sees the code.  Otherwise the server sends
+   ``connection_established``.
 4. **Authentication** is the ``connect`` message; API keys are compared in
    constant time against every configured key.  Wrong key: ``error``
    ``auth_failed`` then close 4001.  No ``connect`` within
@@ -26,12 +31,17 @@ Life of a connection (the protocol itself is in docs/protocol.md):
    a newer connection".
 
 Messages are handled one at a time per connection, in arrival order, by one
-handler per type (:class:`_Session`).  Bad input (invalid JSON, unknown type,
-schema violation, binary frame) gets ``error`` ``invalid_message`` and never
-closes the connection.  Frames over ``settings.max_message_bytes`` are closed
-with 1009 by uvicorn itself (``ws_max_size``, set by the runner).  A token
-bucket per connection answers ``rate_limited`` and closes with 1008 "rate
-limit exceeded" when the flood goes on (:mod:`reference_server.ratelimit`).
+handler per type (:class:`_Session`).  Bad input (invalid JSON, JSON nested
+deeper than :data:`~reference_server.protocol.MAX_JSON_DEPTH`, an integer
+too long to read, unknown type, schema violation, binary frame) gets
+``error`` ``invalid_message``, is not logged, and never closes the
+connection.  Frames over ``settings.max_message_bytes`` are closed with 1009
+and text frames that are not UTF-8 with 1007, both by uvicorn itself
+(``ws_max_size``, set by the runner).  A token bucket per connection answers
+``rate_limited`` and closes with 1008 "rate limit exceeded" when the flood
+goes on (:mod:`reference_server.ratelimit`).  Every answer about a frame
+that was not handled (invalid, rate limited) carries the frame's ``id`` when
+it has one, so a client waiting for a reply learns it will not come.
 
 Outbound: each connection is a :class:`Connection` (a :class:`hub.Peer`) with
 a bounded queue drained by its own writer task, so a slow subscriber never
@@ -94,13 +104,15 @@ from .protocol import (
     SubscribeMessage,
     UnsubscribeMessage,
     now_iso,
+    operation_id,
     parse_client_message,
 )
-from .ratelimit import TokenBucket, Verdict
+from .ratelimit import CapExceeded, ThrottledCount, TokenBucket, UnauthenticatedCap, Verdict
 from .settings import Settings
 from .storage import Storage
 
 __all__ = [
+    "CAP_LOG_INTERVAL_S",
     "TRANSPORT_OWNER_KEY",
     "Connection",
     "ConnectionRegistry",
@@ -126,6 +138,11 @@ CLOSE_DEADLINE_S = 5.0
 REPLACED_REASON = "replaced by a newer connection"
 SLOW_CONSUMER_REASON = "slow consumer"
 RATE_LIMIT_REASON = "rate limit exceeded"
+TRY_AGAIN_LATER_REASON = "too many unauthenticated connections; retry later"
+
+#: Refusals past the unauthenticated-connection cap are logged at most once per
+#: this many seconds (the first at once, then a count), so a flood cannot flood the log.
+CAP_LOG_INTERVAL_S = 10.0
 
 
 # ----------------------------------------------------------------- middleware
@@ -194,18 +211,6 @@ def _frame(
     if id is not None:
         frame["id"] = id
     return frame
-
-
-def _operation_id(raw: str | bytes) -> str | None:
-    """Best effort: the ``id`` of a frame that failed validation, to echo in the error."""
-    if not isinstance(raw, str):
-        return None
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return None
-    op = obj.get("id") if isinstance(obj, dict) else None
-    return op if isinstance(op, str) else None
 
 
 # ----------------------------------------------------------------- connection
@@ -532,10 +537,16 @@ _Handler = Callable[[Any], Awaitable[None]]
 
 
 class _Session:
-    """Reads one connection's frames and dispatches them to one handler per type."""
+    """Reads one connection's frames and dispatches them to one handler per type.
 
-    def __init__(self, conn: Connection, state: State) -> None:
+    ``on_authenticated`` is called once, when ``connect`` succeeds.
+    """
+
+    def __init__(
+        self, conn: Connection, state: State, on_authenticated: Callable[[], None] = lambda: None
+    ) -> None:
         self.conn = conn
+        self._on_authenticated = on_authenticated
         self.settings: Settings = state.settings
         self.storage: Storage = state.storage
         self.hub: Hub = state.hub
@@ -613,28 +624,29 @@ class _Session:
             self.conn.request_close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
     async def _on_frame(self, event: Mapping[str, Any]) -> None:
+        raw: str | bytes = (
+            event["text"] if event.get("text") is not None else event.get("bytes") or b""
+        )
         verdict = self.bucket.take(time.monotonic())
         if verdict is not Verdict.ADMIT:
             await self.error(
                 ErrorCode.RATE_LIMITED,
                 f"too many messages: at most {self.settings.rate_limit_per_second:g}/s sustained "
                 f"(burst {self.settings.rate_limit_burst}); slow down, this message was dropped",
+                operation_id=operation_id(raw),
                 details={"strikes": self.bucket.strikes, "max_strikes": self.bucket.max_strikes},
             )
             if verdict is Verdict.CLOSE:
                 log.warning("closing %s: %s", self.conn.client_id, RATE_LIMIT_REASON)
                 self.conn.request_close(CloseCode.POLICY_VIOLATION, RATE_LIMIT_REASON)
             return
-        raw: str | bytes = (
-            event["text"] if event.get("text") is not None else event.get("bytes") or b""
-        )
         try:
             msg = parse_client_message(raw)
         except ProtocolError as exc:
             await self.error(
                 ErrorCode.INVALID_MESSAGE,
                 exc.message,
-                operation_id=_operation_id(raw),
+                operation_id=operation_id(raw),
                 details=exc.details,
             )
             return
@@ -683,6 +695,7 @@ class _Session:
         self.conn.authenticated = True
         self.conn.metadata = metadata
         self.conn.permissions = frozenset(permissions)
+        self._on_authenticated()
         previous = self.hub.register(self.conn)
         if previous is not None:
             log.info(
@@ -801,6 +814,90 @@ class _Session:
         await self.storage.add_client_error(self.conn.client_id, msg.data.message, msg.data.context)
 
 
+# ----------------------------------------------------------------- admission
+
+
+class _Slot:
+    """One connection's place under the unauthenticated cap; :meth:`release` is idempotent."""
+
+    def __init__(self, cap: UnauthenticatedCap, address: str) -> None:
+        self._cap = cap
+        self._address = address
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._cap.release(self._address)
+
+
+class _Admission:
+    """The shim over :class:`~reference_server.ratelimit.UnauthenticatedCap`: slots and throttled logging."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cap = UnauthenticatedCap(
+            per_address=settings.max_unauthenticated_per_address,
+            total=settings.max_unauthenticated_total,
+        )
+        self._refusals = ThrottledCount()
+
+    def enter(self, address: str) -> _Slot | None:
+        """A slot for a connection from ``address``, or None (refusal logged, throttled)."""
+        full = self.cap.admit(address)
+        if full is None:
+            return _Slot(self.cap, address)
+        if self._refusals.record(address):
+            log.warning(
+                "closing an unauthenticated connection from %r with 1013 (try again later): "
+                "the %s cap is reached (%d of max_unauthenticated_per_address %d from this "
+                "address, %d of max_unauthenticated_total %d in all); further refusals are "
+                "counted and logged every %.0f s",
+                address,
+                "per-address" if full is CapExceeded.PER_ADDRESS else "total",
+                self.cap.count_for(address),
+                self.cap.per_address,
+                self.cap.count,
+                self.cap.total,
+                CAP_LOG_INTERVAL_S,
+            )
+            asyncio.get_running_loop().call_later(CAP_LOG_INTERVAL_S, self._report)
+        return None
+
+    def _report(self) -> None:
+        counts = self._refusals.close_window()
+        if not counts:
+            return
+        busiest = max(counts, key=counts.__getitem__)
+        log.warning(
+            "closed %d more unauthenticated connections with 1013 in the last %.0f s, from %d "
+            "address(es), most from %r (%d); %d unauthenticated connections now",
+            sum(counts.values()),
+            CAP_LOG_INTERVAL_S,
+            len(counts),
+            busiest,
+            counts[busiest],
+            self.cap.count,
+        )
+        asyncio.get_running_loop().call_later(CAP_LOG_INTERVAL_S, self._report)
+
+
+def _admission(state: State) -> _Admission:
+    """The admission state on ``app.state.admission``, created on first use."""
+    admission: _Admission | None = getattr(state, "admission", None)
+    if admission is None:
+        admission = _Admission(state.settings)
+        state.admission = admission
+    return admission
+
+
+async def _close_try_later(websocket: WebSocket) -> None:
+    try:
+        await websocket.accept()
+        await websocket.close(CloseCode.TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON)
+    except Exception as exc:  # noqa: BLE001 - the client left first
+        log.debug("closing with 1013: %r", exc)
+
+
 # ----------------------------------------------------------------- endpoint
 
 
@@ -875,12 +972,29 @@ async def debug_socket(websocket: WebSocket, client_id: str) -> None:
     if faults is not None and not await _handshake_faults(websocket, faults, client_id):
         return
 
-    await websocket.accept()
-    problem = client_id_problem(client_id)
-    if problem is not None:
-        await _refuse_client_id(websocket, client_id, problem)
+    slot = _admission(state).enter(websocket.client.host if websocket.client else "")
+    if slot is None:
+        await _close_try_later(websocket)
         return
+    try:
+        await websocket.accept()
+        problem = client_id_problem(client_id)
+        if problem is not None:
+            await _refuse_client_id(websocket, client_id, problem)
+            return
+        await _serve(websocket, state, client_id, faults, slot)
+    finally:
+        slot.release()
 
+
+async def _serve(
+    websocket: WebSocket,
+    state: State,
+    client_id: str,
+    faults: FaultController | None,
+    slot: _Slot,
+) -> None:
+    settings: Settings = state.settings
     conn = Connection(websocket, client_id, queue_size=settings.outbound_queue_size, faults=faults)
     registry = connection_registry(state)
     hub: Hub = state.hub
@@ -888,7 +1002,7 @@ async def debug_socket(websocket: WebSocket, client_id: str) -> None:
     hub.track(conn)  # so shutdown (hub.close_all) closes it with 1001 even before authentication
     conn.start()
     try:
-        await _Session(conn, state).run()
+        await _Session(conn, state, on_authenticated=slot.release).run()
     finally:
         registry.remove(conn)
         hub.untrack(conn)

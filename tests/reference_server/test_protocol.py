@@ -204,7 +204,9 @@ def test_close_code_reconnect_policy(code: CloseCode, reconnects: bool) -> None:
 
 
 def test_close_code_table_is_complete() -> None:
-    assert {int(c) for c in CloseCode} == {1000, 1001, 1006, 1008, 1009, 1011, 4001, 4002, 4003}
+    assert {int(c) for c in CloseCode} == {
+        1000, 1001, 1006, 1007, 1008, 1009, 1011, 1013, 4001, 4002, 4003
+    }
 
 
 def test_make_message_builds_a_valid_envelope() -> None:
