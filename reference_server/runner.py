@@ -150,6 +150,8 @@ def check_uvicorn_internals() -> None:
         H11Protocol.__init__, ("conn", "transport", "loop", "headers", "client"), "H11Protocol"
     )
     need(uvicorn.Server, ("capture_signals", "handle_exit", "shutdown"), "Server")
+    if "lifespan" not in _attribute_names(uvicorn.Server._serve):
+        missing.append("Server.lifespan")
     if "capture_signals" not in _attribute_names(uvicorn.Server.serve):
         missing.append("Server.serve calling capture_signals")
     if not isinstance(getattr(uvicorn.server, "HANDLED_SIGNALS", None), tuple):
@@ -418,7 +420,8 @@ class NovaUvicornServer(uvicorn.Server):
     Signals (main thread only): SIGINT or SIGTERM starts that shutdown and
     ``serve()`` returns normally afterwards (uvicorn would re-raise the
     signal: a KeyboardInterrupt traceback, or death by SIGTERM); a second
-    SIGINT skips the waits (:attr:`forced`).  :attr:`exit_signal` says which
+    SIGINT skips the waits for connections and requests (:attr:`forced`) but
+    still runs the application's shutdown, within ``shutdown_timeout``.  :attr:`exit_signal` says which
     signal stopped the server, if any.  Raises ``ValueError`` for a
     ``shutdown_timeout`` <= 0 and :class:`UvicornInternalsError` as
     :func:`uvicorn_config` does.
@@ -476,11 +479,21 @@ class NovaUvicornServer(uvicorn.Server):
             await super().shutdown(sockets)
         finally:
             watchdog.cancel()
+        if self.force_exit:
+            # Forced, uvicorn skips the application's shutdown; asyncio.run then cancels
+            # the lifespan task mid-protocol and uvicorn logs that as a traceback at ERROR.
+            # The app's shutdown (closing the database) is quick: run it, bounded.
+            try:
+                await asyncio.wait_for(self.lifespan.shutdown(), self.shutdown_timeout)
+            except TimeoutError:
+                log.warning(
+                    "forced shutdown: the application's shutdown did not finish within %.1f s",
+                    self.shutdown_timeout,
+                )
 
     async def _close_websockets(self, close: Callable[[], Awaitable[None]]) -> None:
         closing = asyncio.ensure_future(close())
-        done, _ = await asyncio.wait({closing}, timeout=self.shutdown_timeout)
-        if not done:
+        if not await self._wait(closing, self.shutdown_timeout):
             stuck = [
                 p
                 for p in list(self.server_state.connections)
@@ -495,13 +508,23 @@ class NovaUvicornServer(uvicorn.Server):
                 self.shutdown_timeout,
             )
             # Aborting wakes every close blocked on a full transport; what is left is a bug.
-            done, _ = await asyncio.wait({closing}, timeout=self.shutdown_timeout)
-            if not done:
+            if not await self._wait(closing, self.shutdown_timeout):
                 closing.cancel()
                 log.warning("shutdown: closing WebSockets did not finish; going on without it")
                 return
         if not closing.cancelled() and closing.exception() is not None:
             log.error("closing WebSockets failed", exc_info=closing.exception())
+
+    async def _wait(self, task: asyncio.Future[None], timeout: float) -> bool:
+        """Wait for ``task`` up to ``timeout`` s, less if the exit is forced; True if it is done."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not task.done() and not self.force_exit:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait({task}, timeout=min(remaining, 0.1))  # uvicorn's own polling step
+        return task.done()
 
     def _abort_closing_connections(self) -> None:
         stuck = [p for p in list(self.server_state.connections) if p.transport.is_closing()]

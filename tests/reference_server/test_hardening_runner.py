@@ -304,59 +304,65 @@ def _wait_for(condition: Any, timeout: float, what: str) -> None:
         threading.Event().wait(0.02)
 
 
+AUTH = {"api_key": "valid-test-key", "metadata": {}}
+#: One publish: with 20 of them (18 MB) more than the kernel buffers on both ends hold.
+FLOOD = "x" * 900_000
+
+
+def _stalled_subscriber(port: int) -> socket.socket:
+    """A raw WebSocket client subscribed to ``flood`` that reads nothing more, on a small window."""
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(SLACK)
+    stalled.connect(("127.0.0.1", port))
+    client = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/debug/stalled"))
+    client.send_request(client.connect())
+    stalled.sendall(b"".join(client.data_to_send()))
+    while client.handshake_exc is None and client.state.name == "CONNECTING":
+        client.receive_data(stalled.recv(65536))
+    client.send_text(_frame("connect", AUTH, "stalled").encode())
+    client.send_text(_frame("subscribe", {"channel": "flood"}, "stalled").encode())
+    stalled.sendall(b"".join(client.data_to_send()))
+    replies: list[str] = []
+    while "subscribed" not in replies:
+        client.receive_data(stalled.recv(65536))
+        replies += [frame["type"] for frame in _text_frames(client)]
+    return stalled
+
+
+def _flood(publisher: Any, enough: Any = lambda: False) -> None:
+    """Publish to ``flood`` until ``enough()`` or 20 times, each confirmed."""
+    publisher.recv(timeout=SLACK)  # connection_established
+    publisher.send(_frame("connect", AUTH, "publisher"))
+    assert json.loads(publisher.recv(timeout=SLACK))["type"] == "auth_success"
+    for _ in range(20):
+        if enough():
+            return
+        publisher.send(_frame("publish", {"channel": "flood", "content": FLOOD}, "publisher"))
+        publisher.recv(timeout=SLACK)  # delivery_confirmation
+
+
 def test_shutdown_with_a_peer_that_stopped_reading_is_prompt_and_logs_no_error(
     tmp_path: Path,
 ) -> None:
     """Before: 5.2 s and a TimeoutError traceback at ERROR (5 s outer wait racing 5 s inside)."""
     with _server(tmp_path) as (thread, server), _captured("reference_server", "uvicorn") as records:
         port = thread.port
-        # A subscriber that reads nothing once subscribed, with a small receive window.
-        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.settimeout(SLACK)
-        stalled.connect(("127.0.0.1", port))
-        client = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/debug/stalled"))
-        client.send_request(client.connect())
-        stalled.sendall(b"".join(client.data_to_send()))
-        while client.handshake_exc is None and client.state.name == "CONNECTING":
-            client.receive_data(stalled.recv(65536))
-        auth = {"api_key": "valid-test-key", "metadata": {}}
-        client.send_text(_frame("connect", auth, "stalled").encode())
-        client.send_text(_frame("subscribe", {"channel": "flood"}, "stalled").encode())
-        stalled.sendall(b"".join(client.data_to_send()))
-        replies: list[str] = []
-        while "subscribed" not in replies:  # then it reads no more
-            client.receive_data(stalled.recv(65536))
-            replies += [frame["type"] for frame in _text_frames(client)]
+        stalled = _stalled_subscriber(port)
+
+        def stalled_cannot_take_more() -> bool:
+            return any(
+                isinstance(p, WebSocketsSansIOProtocol) and not p.writable.is_set()
+                for p in list(server.server_state.connections)
+            )
+
         with (
             ws_connect(f"ws://127.0.0.1:{port}/debug/publisher", open_timeout=SLACK) as publisher,
             ws_connect(f"ws://127.0.0.1:{port}/debug/watcher", open_timeout=SLACK) as watcher,
         ):
-            publisher.recv(timeout=SLACK)
-            publisher.send(
-                _frame("connect", {"api_key": "valid-test-key", "metadata": {}}, "publisher")
-            )
-            assert json.loads(publisher.recv(timeout=SLACK))["type"] == "auth_success"
             watcher.recv(timeout=SLACK)
-
-            def stalled_cannot_take_more() -> bool:
-                return any(
-                    isinstance(p, WebSocketsSansIOProtocol) and not p.writable.is_set()
-                    for p in list(server.server_state.connections)
-                )
-
-            for _ in range(20):  # up to 18 MB: more than the kernel buffers on both ends hold
-                if stalled_cannot_take_more():
-                    break
-                publisher.send(
-                    _frame("publish", {"channel": "flood", "content": "x" * 900_000}, "publisher")
-                )
-                publisher.recv(timeout=SLACK)  # delivery_confirmation
-            _wait_for(
-                stalled_cannot_take_more,
-                SLACK,
-                "the server's writes to the stalled peer did not back up",
-            )
+            _flood(publisher, enough=stalled_cannot_take_more)
+            _wait_for(stalled_cannot_take_more, SLACK, "the writes to the stalled peer backed up")
 
             started = time.monotonic()
             stopper = threading.Thread(target=thread.stop, name="stop")
@@ -425,6 +431,47 @@ def test_a_signal_stops_the_cli_with_status_0_and_no_traceback(
     assert process.returncode == 0, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     assert "ERROR" not in err, err[-2000:]
+
+
+def test_a_second_sigint_cuts_the_shutdown_short_with_status_130_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """A stalled peer would hold the shutdown for ``--shutdown-timeout`` (here 20 s)."""
+    process, port = _start_cli(tmp_path, "--shutdown-timeout=20")
+    assert process.stderr is not None
+    lines: list[str] = []
+
+    def read_stderr() -> None:  # so the server never blocks on a full stderr pipe
+        assert process.stderr is not None
+        lines.extend(process.stderr)
+
+    reader = threading.Thread(target=read_stderr, name="stderr")
+    reader.start()
+    try:
+        stalled = _stalled_subscriber(port)
+        with (
+            ws_connect(f"ws://127.0.0.1:{port}/debug/publisher", open_timeout=SLACK) as publisher,
+            ws_connect(f"ws://127.0.0.1:{port}/debug/watcher", open_timeout=SLACK) as watcher,
+        ):
+            watcher.recv(timeout=SLACK)
+            _flood(publisher)
+            process.send_signal(signal.SIGINT)
+            with pytest.raises(ConnectionClosed):  # the 1001: the shutdown has begun
+                watcher.recv(timeout=SLACK)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+        took = time.monotonic() - started
+        stalled.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        reader.join(10)
+    err = "".join(lines)
+    assert process.returncode == 130, err[-2000:]
+    assert took < 5, f"the forced exit took {took:.1f} s"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
 
 
 def test_help_documents_the_deadlines_and_the_exit_status(
