@@ -427,8 +427,8 @@ class FaultMiddleware:
         first = await receive()
         replay = [first]
         if first["type"] == "websocket.connect":
-            decision = self.controller.on_handshake(client_id, time.monotonic())
-            if isinstance(decision, Hold):
+            decision: Any = self.controller.on_handshake(client_id, time.monotonic())
+            if _is_hold(decision):
                 log.info("handshake of %s held by a fault rule", client_id)
                 try:
                     arrived = await self._wait_out_hold(decision, receive)
@@ -440,7 +440,7 @@ class FaultMiddleware:
                         return
                     replay.append(arrived)
                 decision = self.controller.after_hold(client_id)
-            if isinstance(decision, Reject):
+            if _is_reject(decision):
                 log.info("handshake of %s rejected with %d by a fault rule", client_id, decision.status)
                 await self._deny(scope, send, decision)
                 return
@@ -718,6 +718,16 @@ _COMMANDS: dict[str, Callable[[FaultMiddleware, str, bytes], Awaitable[Any]]] = 
     "abort": FaultMiddleware._post_abort,
     "push": FaultMiddleware._post_push,
 }
+
+
+def _is_hold(decision: object) -> bool:
+    # By shape, not class: a controller shared with the app (the reference server's own) has
+    # decision classes of its own with the same fields.
+    return hasattr(decision, "ticket") and hasattr(decision, "deadline")
+
+
+def _is_reject(decision: object) -> bool:
+    return hasattr(decision, "status") and hasattr(decision, "body")
 
 
 def _replaying(first: list[Message], receive: Receive) -> Receive:

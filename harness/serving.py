@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -366,7 +366,7 @@ def _start_reference(config: WsConfig, workdir: Path, startup_timeout: float) ->
 
     wid = worker_id()
     log_path = workdir / f"server-{wid}.log"
-    handler = _attach_log(log_path, ("uvicorn", "reference_server"))
+    handler = _attach_log(log_path, ("uvicorn", "reference_server", "harness.asgi"))
     sock = bind_loopback()
     port = int(sock.getsockname()[1])
     http_url = f"http://127.0.0.1:{port}"
@@ -381,9 +381,15 @@ def _start_reference(config: WsConfig, workdir: Path, startup_timeout: float) ->
     )
     app = create_app(settings)
     hub = app.state.hub
+    # Handshake faults go through the same middleware as any app's, on the reference server's own
+    # rules (its /__harness API sets them); frame rules and socket commands stay with the server.
+    app.state.handshake_faults_outside = True
+    served = FaultMiddleware(
+        app, ws_path=config.ws_path, controller=cast(Any, app.state.faults), handshakes_only=True
+    )
     server = NovaUvicornServer(
         uvicorn_config(
-            app, max_message_bytes=settings.max_message_bytes, log_level="info", configure_logging=False
+            served, max_message_bytes=settings.max_message_bytes, log_level="info", configure_logging=False
         ),
         before_shutdown=lambda: hub.close_all(1001, "server shutting down"),
     )

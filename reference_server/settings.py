@@ -14,6 +14,9 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .hosts import DEFAULT_ALLOWED_HOSTS, HostPolicy
+from .logsafe import DEFAULT_REDACTED_PARAMS
+
 __all__ = ["DEFAULT_API_KEYS", "Settings"]
 
 #: API key -> permissions.  ``admin`` may publish to ``announcements`` and use
@@ -82,6 +85,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Connections all clients together may hold before authenticating; more close 1013.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS),
+        description=(
+            "Host header names the server answers to, any port (a guard against DNS rebinding): "
+            "host names or IP literals without a port, '*.example.com' for subdomains, '*' for any "
+            "host. The bind address is always allowed. Others get 400 (NOVA_ALLOWED_HOSTS, a JSON list)."
+        ),
+    )
+    log_redact_params: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REDACTED_PARAMS),
+        description=(
+            "Query parameters whose values every server log line shows as [REDACTED] "
+            "(NOVA_LOG_REDACT_PARAMS, a JSON list)."
+        ),
+    )
     db: Path = Field(default=Path("nova.db"), description="SQLite database path (NOVA_DB).")
     db_synchronous: str = Field(
         default="NORMAL",
@@ -99,6 +117,12 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Frames buffered per slow client before it is closed 1008."
     )
     recent_messages_limit: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        HostPolicy.build(value)  # a ValueError naming a malformed entry
+        return value
 
     @field_validator("db_synchronous")
     @classmethod

@@ -120,3 +120,19 @@ def test_harness_server_is_the_same_surface_as_harness_serving() -> None:
     assert harness.server.__all__ == harness.serving.__all__
     for name in harness.serving.__all__:
         assert getattr(harness.server, name) is getattr(harness.serving, name)
+
+
+def test_the_reference_server_s_handshake_faults_go_through_fault_middleware(tmp_path: Path) -> None:
+    """The reference server, as the harness serves it, has its handshakes decided by FaultMiddleware."""
+    server = start_server(WsConfig(proxy=False), tmp_path)
+    try:
+        assert server.faults is not None
+        server.faults.reject_handshakes("ref-client", 503, count=1)
+        with pytest.raises(InvalidStatus) as refused:
+            connect(server.ws_url("ref-client"), proxy=None, open_timeout=TIMEOUT)
+        assert refused.value.response.status_code == 503
+        with connect(server.ws_url("ref-client"), open_timeout=TIMEOUT) as ws:
+            assert '"connection_established"' in str(ws.recv(timeout=TIMEOUT))
+        assert any("harness.asgi" in line and "rejected with 503" in line for line in server.log_lines("ref-client"))
+    finally:
+        server.stop()
