@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .access import check_access, lookup_api_key
 from .hub import Hub
 from .messaging import missing_thread, publish, thread_created_frame
-from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, PROTOCOL_VERSION, json_schema
+from .protocol import CHANNEL_PATTERN, CLIENT_ID_PATTERN, MAX_SEQ, PROTOCOL_VERSION, json_schema
 from .settings import Settings
 from .storage import ClientErrorRecord, Storage, StoredMessage, Thread
 
@@ -617,7 +617,7 @@ async def get_thread(
     thread_id: ThreadId,
     principal: Auth,
     since_seq: Annotated[
-        int, Query(ge=0, description="Only messages with a higher seq (for paging).")
+        int, Query(ge=0, le=MAX_SEQ, description="Only messages with a higher seq (for paging).")
     ] = 0,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="At most this many messages.")

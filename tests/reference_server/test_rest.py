@@ -248,6 +248,13 @@ def test_thread_messages_get_seq_and_are_read_back(http: httpx.Client) -> None:
     assert channel["messages"] == detail["messages"]
 
 
+def test_a_since_seq_past_the_largest_seq_is_a_422_not_a_server_error(http: httpx.Client) -> None:
+    thread = _thread(http)
+    answer = http.get(f"/api/chat/threads/{thread['id']}", params={"since_seq": 2**63}, headers=TEST)
+    assert answer.status_code == 422
+    assert "since_seq" in answer.text
+
+
 def test_thread_message_idempotent_by_message_id(http: httpx.Client) -> None:
     thread = _thread(http)
     url = f"/api/chat/threads/{thread['id']}/messages"
