@@ -399,6 +399,9 @@ def uvicorn_config(
         lifespan="on",
         log_level=log_level,
         access_log=False,
+        # A client's address is the socket's: X-Forwarded-For from a local peer (trusted by
+        # uvicorn's default) would let it pass for another address, past the per-address caps.
+        proxy_headers=False,
         timeout_graceful_shutdown=5,
         **extra,
     )

@@ -152,6 +152,20 @@ async def test_past_the_per_address_cap_a_connection_is_closed_1013_and_the_othe
 
 
 @pytest.mark.asyncio
+async def test_a_forwarded_for_header_does_not_pass_for_another_address(server_factory: ServerFactory) -> None:
+    server = server_factory(max_unauthenticated_per_address=1)
+    async with _open(server, 1):
+        cid = new_client_id()
+        headers = {"X-Forwarded-For": "10.9.8.7"}
+        async with connect(
+            server.ws_url(cid), proxy=None, open_timeout=TIMEOUT, additional_headers=headers
+        ) as sock:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(sock.recv(), TIMEOUT)
+            assert sock.close_code == 1013
+
+
+@pytest.mark.asyncio
 async def test_a_burst_past_the_cap_is_logged_once_then_counted_per_interval(
     server_factory: ServerFactory, server_log: _Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
