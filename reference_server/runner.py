@@ -107,6 +107,34 @@ def _attribute_names(function: Any) -> set[str]:
     return set(code.co_names) if code is not None else set()
 
 
+#: What uvicorn logs, with a traceback at ERROR, for a client's text frame that is not UTF-8.
+INVALID_UTF8_MESSAGE = "Invalid UTF-8 sequence received from client."
+
+
+class QuietInvalidUtf8(logging.Filter):
+    """Log a client's invalid UTF-8 text frame as one WARNING line, not an ERROR with a traceback.
+
+    uvicorn closes such a connection with 1007, which is right, but logs every
+    bad frame with ``logger.exception``: a traceback per frame that any client can
+    provoke (log flooding), for what is the client's fault.  Installed on
+    ``uvicorn.error`` by :func:`uvicorn_config`; the message it recognises is
+    probed by :func:`check_uvicorn_internals`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == INVALID_UTF8_MESSAGE and record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "a client sent a text frame that is not UTF-8: closed with 1007"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _install_quiet_invalid_utf8() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietInvalidUtf8) for f in logger.filters):
+        logger.addFilter(QuietInvalidUtf8())
+
+
 @functools.cache
 def check_uvicorn_internals() -> None:
     """Check that uvicorn has every internal this module relies on; raise otherwise.
@@ -156,6 +184,9 @@ def check_uvicorn_internals() -> None:
         missing.append("Server.serve calling capture_signals")
     if not isinstance(getattr(uvicorn.server, "HANDLED_SIGNALS", None), tuple):
         missing.append("uvicorn.server.HANDLED_SIGNALS")
+    consts = getattr(getattr(ws.send_receive_event_to_app, "__code__", None), "co_consts", ())
+    if INVALID_UTF8_MESSAGE not in consts:
+        missing.append(f"WebSocketsSansIOProtocol.send_receive_event_to_app logging {INVALID_UTF8_MESSAGE!r}")
     if missing:
         raise UvicornInternalsError(
             f"uvicorn {uvicorn.__version__} lacks internals reference_server/runner.py relies on "
@@ -382,6 +413,7 @@ def uvicorn_config(
     deadline <= 0 or a head limit under 1 KiB.
     """
     check_uvicorn_internals()
+    _install_quiet_invalid_utf8()
     http = NovaH11Protocol.configured(
         request_head_timeout=request_head_timeout, max_request_head_bytes=max_request_head_bytes
     )

@@ -349,14 +349,6 @@ async def test_since_seq_past_sqlites_range_is_invalid_not_an_internal_error(
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("authenticate", [False, True], ids=["before-auth", "after-auth"])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "uvicorn decodes text frames in WebSocketsSansIOProtocol.send_receive_event_to_app and "
-        "logs a bad one with logger.exception; NovaWebSocketProtocol (runner.py) must decode "
-        "them itself and log one line without a traceback"
-    ),
-)
 async def test_invalid_utf8_closes_1007_without_a_traceback(
     server: LiveServer, server_log: _Records, authenticate: bool
 ) -> None:
@@ -369,3 +361,6 @@ async def test_invalid_utf8_closes_1007_without_a_traceback(
     assert code == 1007  # uvicorn logs the bad frame before it sends the close
     assert not [r for r in server_log.records if r.exc_info], server_log.describe()
     assert not server_log.at_least(logging.ERROR), server_log.describe()
+    assert any("not UTF-8: closed with 1007" in r.getMessage() for r in server_log.records), (
+        server_log.describe()
+    )
