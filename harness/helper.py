@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-from .browser.helper import (
-    ConnectionStatus,
-    WebSocketTestHelper,
-    _already_contains,
-    _number_text,
-    _word,
-    new_client_id,
-)
+from .browser.helper import ConnectionStatus, WebSocketTestHelper, new_client_id
 
 __all__ = ["ConnectionStatus", "WebSocketTestHelper", "new_client_id"]
-_private_for_tests = (_already_contains, _number_text, _word)

@@ -10,7 +10,7 @@ place of ``{message}``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -129,7 +129,6 @@ class GenericProfile:
     name: str = "generic"
     page_hook: bool = False
     match_in: str | None = None
-    _error_probe: Any = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: WsConfig, rootdir: Path | None = None) -> GenericProfile:

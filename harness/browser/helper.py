@@ -78,9 +78,9 @@ def _word(text: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w-]){re.escape(text)}(?![\w-])", re.IGNORECASE)
 
 
-def _number_text(prefix: str, n: int) -> re.Pattern[str]:
-    """``prefix`` followed by exactly ``n``: ``attempts: 1`` must not match ``attempts: 10``."""
-    return re.compile(rf"{re.escape(prefix)}{n}(?!\d)", re.IGNORECASE)
+def _number_text(prefix: str, n: int, suffix: str = "") -> re.Pattern[str]:
+    """``prefix``, exactly ``n``, ``suffix``: ``attempts: 1`` must not match ``attempts: 10``."""
+    return re.compile(rf"{re.escape(prefix)}{n}(?!\d){re.escape(suffix)}", re.IGNORECASE)
 
 
 class WebSocketTestHelper:
@@ -541,12 +541,9 @@ class WebSocketTestHelper:
         """
         fmt = self.config.reconnect_info_format
         before, _, after = fmt.partition("{n}")
-        pattern = re.compile(
-            rf"{re.escape(before)}{int(expected_attempts)}(?!\d){re.escape(after)}", re.IGNORECASE
-        )
         self._expect_text(
             self._test_id("reconnect_info", "wait_for_reconnect_info"),
-            pattern,
+            _number_text(before, int(expected_attempts), after),
             timeout,
             shown_as=fmt.replace("{n}", str(expected_attempts)),
         )

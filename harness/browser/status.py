@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..control import FaultControlError
 from ..errors import HarnessError, WaitTimeoutError
+from ..faults.ports import clear_rules_except
 from .sockets import READ_TIMERS, SocketInfo, read_sockets
 
 if TYPE_CHECKING:
@@ -72,13 +73,7 @@ class StatusDriver:
     def _lift_by_clearing(self, port: ServerFaultPort) -> None:
         # A server without per-rule removal: clear everything, put the frame rules back.
         rules = (port.client_info(self._cid) or {}).get("rules") or {}
-        port.clear(self._cid)
-        drop, delay = rules.get("drop"), rules.get("delay")
-        faults: Any = port
-        if drop:
-            faults.drop(self._cid, types=drop.get("types"), count=drop.get("remaining"))
-        if delay:
-            faults.delay(self._cid, ms=delay["ms"], types=delay.get("types"))
+        clear_rules_except(port, self._cid, rules, keep=("delay", "drop"))
 
     # The interface the helper uses.
     def status(self) -> str:

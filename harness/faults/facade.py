@@ -35,6 +35,7 @@ from ..journal import normalize_direction
 from ..profiles import PROFILES
 from ..proxy import Bandwidth, Blackhole, Latency, LimitData, Slicer, Target
 from .messages import Delay, Drop, Duplicate, MessageRule, Stall
+from .ports import clear_rules_except
 
 if TYPE_CHECKING:
     from ..browser.route import FrameJournal
@@ -280,14 +281,7 @@ class Faults:
         rules = (control.client_info(cid) or {}).get("rules") or {}
         if not rules.get("reject"):
             return  # used up already
-        frames: Any = control  # only HTTP control APIs lack per-rule removal, and they have drop/delay
-        control.clear(cid)
-        if rules.get("hold"):
-            control.hold_handshakes(cid, timeout_ms=rules["hold"].get("timeout_ms"))
-        if rules.get("delay"):
-            frames.delay(cid, rules["delay"]["ms"], types=rules["delay"].get("types"))
-        if rules.get("drop"):
-            frames.drop(cid, types=rules["drop"].get("types"), count=rules["drop"].get("remaining"))
+        clear_rules_except(control, cid, rules, keep=("hold", "delay", "drop"))
 
     # ------------------------------------------------------------ message depth
 

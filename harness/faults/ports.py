@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ServerFaultPort"]
+__all__ = ["ServerFaultPort", "clear_rules_except"]
 
 
 @runtime_checkable
@@ -46,3 +46,24 @@ class ServerFaultPort(Protocol):
     def clear(self, client_id: str | None = None) -> Any: ...
 
     def client_info(self, client_id: str) -> Any: ...
+
+
+def clear_rules_except(
+    port: ServerFaultPort, client_id: str, rules: dict[str, Any], keep: tuple[str, ...]
+) -> None:
+    """Clear ``client_id``'s rules, then set again those of ``rules`` whose kind is in ``keep``.
+
+    For a server without per-rule removal (an older ``/__harness`` answering
+    404/405 to ``DELETE .../faults/{kind}``), which clears a client's rules all
+    at once.  ``rules`` is the client's rules as ``client_info`` answered them,
+    so a drop is put back with its remaining count, not its original one.
+    Only HTTP control APIs lack per-rule removal, and they have drop and delay.
+    """
+    frames: Any = port
+    port.clear(client_id)
+    if "hold" in keep and rules.get("hold"):
+        port.hold_handshakes(client_id, timeout_ms=rules["hold"].get("timeout_ms"))
+    if "delay" in keep and rules.get("delay"):
+        frames.delay(client_id, rules["delay"]["ms"], types=rules["delay"].get("types"))
+    if "drop" in keep and rules.get("drop"):
+        frames.drop(client_id, types=rules["drop"].get("types"), count=rules["drop"].get("remaining"))

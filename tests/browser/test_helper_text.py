@@ -7,7 +7,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from harness.helper import _already_contains
+from harness.browser.helper import _already_contains
 
 CONTENT = (
     '<p data-testid="status">  Status:\n  connected </p>'

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from tests import _waits
 
 #: Seconds any single wait may take before the test fails.
 TIMEOUT = 5.0
@@ -15,11 +15,7 @@ TIMEOUT = 5.0
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
     """Wait until ``condition()`` is true, failing after ``timeout`` with what was expected."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        await asyncio.sleep(0.005)
+    await _waits.wait_until(condition, what, timeout)
 
 
 class _Records(logging.Handler):
@@ -47,8 +43,4 @@ def server_errors() -> Iterator[list[logging.LogRecord]]:
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
     """The blocking twin of :func:`wait_until`, for tests on a plain thread."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.005)
+    _waits.wait_for(condition, what, timeout)

@@ -18,8 +18,8 @@ import pytest
 
 from harness import FrameJournal, WsConfig
 from harness.app.nova import validate_directed
+from harness.browser.helper import WebSocketTestHelper, _number_text, _word
 from harness.faults.messages import Stall
-from harness.helper import WebSocketTestHelper, _number_text, _word
 from reference_server.protocol import make_message
 from tests._routes import FakeEnd, FakeRoute
 

@@ -43,6 +43,7 @@ from harness.proxy.frames import (
     parse_frame_header,
 )
 from harness.proxy.tracking import error_response
+from tests._waits import wait_until
 
 T = TypeVar("T")
 TIMEOUT = 10.0
@@ -55,11 +56,7 @@ async def within(awaitable: Awaitable[T], timeout: float = TIMEOUT) -> T:
 
 async def eventually(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
     """Wait until ``condition()`` holds, failing after ``timeout`` with what was expected."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
-        await asyncio.sleep(0.005)
+    await wait_until(condition, what, timeout)
 
 
 class App:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from reference_server.logsafe import (
     sanitize,
 )
 from reference_server.settings import Settings
+from tests._waits import wait_for
 from tests._wsclient import TIMEOUT, ServerFactory, authenticated, new_client_id, nova_client
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -54,14 +54,11 @@ class Capture:
 
     def wait_for(self, needle: str, timeout: float = TIMEOUT) -> str:
         """The first line containing ``needle``, waiting for the server thread to write it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.lines:
-                if needle in line:
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no log line with {needle!r} within {timeout} s; log:\n{self.text}")
-            time.sleep(0.005)
+        try:
+            wait_for(lambda: any(needle in line for line in self.lines), f"a log line with {needle!r}", timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.text}") from None
+        return next(line for line in self.lines if needle in line)
 
 
 @contextmanager

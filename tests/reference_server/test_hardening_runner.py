@@ -59,6 +59,7 @@ from reference_server.runner import (
     uvicorn_config,
 )
 from reference_server.settings import Settings
+from tests._waits import wait_for
 
 #: The short deadlines these tests configure (seconds).
 HEAD_TIMEOUT = 0.5
@@ -296,14 +297,6 @@ def _frame(kind: str, data: dict[str, Any], client_id: str) -> str:
     )
 
 
-def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s")
-        threading.Event().wait(0.02)
-
-
 AUTH = {"api_key": "valid-test-key", "metadata": {}}
 #: One publish: with 20 of them (18 MB) more than the kernel buffers on both ends hold.
 FLOOD = "x" * 900_000
@@ -362,7 +355,7 @@ def test_shutdown_with_a_peer_that_stopped_reading_is_prompt_and_logs_no_error(
         ):
             watcher.recv(timeout=SLACK)
             _flood(publisher, enough=stalled_cannot_take_more)
-            _wait_for(stalled_cannot_take_more, SLACK, "the writes to the stalled peer backed up")
+            wait_for(stalled_cannot_take_more, "the writes to the stalled peer backed up", SLACK)
 
             started = time.monotonic()
             stopper = threading.Thread(target=thread.stop, name="stop")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -24,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from reference_server import ws
 from reference_server.protocol import MAX_JSON_DEPTH, MAX_SEQ, now_iso
+from tests._waits import wait_until
 from tests._wsclient import (
     TIMEOUT,
     NovaTestClient,
@@ -79,11 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
+    await wait_until(condition, what, timeout)
 
 
 # ------------------------------------------------------------ unauthenticated cap
