@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,12 @@ __all__ = [
     "EXIT_INVALID_SETTINGS",
     "EXIT_OK",
     "EXIT_STARTUP_FAILED",
+    "PLUGIN_COMMANDS_GROUP",
     "Deadlines",
     "build_parser",
     "deadlines_from_args",
     "main",
+    "plugin_commands",
     "serve",
 ]
 
@@ -78,7 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_args(serve)
     schema = sub.add_parser("schema", help="print the protocol's JSON Schema")
     schema.add_argument("--indent", type=int, default=2)
+    for name, entry in sorted(plugin_commands().items()):
+        # Listed for --help only: main() hands the command line to the plugin's own parser.
+        module = entry.value.split(":")[0]
+        sub.add_parser(name, help=f"provided by {module}: nova-ws {name} --help", add_help=False)
     return parser
+
+
+#: Entry point group of ``nova-ws`` subcommands that live in other packages
+#: (``nova-ws load`` is the harness's): each names a ``main(argv) -> int``.
+PLUGIN_COMMANDS_GROUP = "nova_ws.commands"
+
+
+def plugin_commands() -> dict[str, EntryPoint]:
+    """The subcommands other installed packages add to ``nova-ws``, by name.
+
+    Found through the :data:`PLUGIN_COMMANDS_GROUP` entry point group, so this
+    package never imports them; the built-in ``serve`` and ``schema`` win a
+    name clash.
+    """
+    return {
+        ep.name: ep
+        for ep in entry_points(group=PLUGIN_COMMANDS_GROUP)
+        if ep.name not in ("serve", "schema")
+    }
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -280,6 +307,11 @@ def _host(host: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("serve", "schema"):
+        plugins = plugin_commands()
+        if argv[0] in plugins:
+            command: Callable[[list[str]], int] = plugins[argv[0]].load()
+            return int(command(argv[1:]))
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")  # serve is the default command; bare --help lists the commands
     args = build_parser().parse_args(argv)

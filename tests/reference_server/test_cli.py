@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from reference_server import cli
 from reference_server.cli import main
 from reference_server.protocol import json_schema
 
@@ -93,3 +94,35 @@ def test_unknown_option_is_an_argparse_error() -> None:
     result = _run("serve", "--no-such-option")
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-option" in result.stderr
+
+
+def _fake_command(argv: list[str]) -> int:
+    print("fake command got", argv)
+    return 7
+
+
+def test_a_plugin_command_gets_the_rest_of_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``nova-ws NAME ...`` runs the ``nova_ws.commands`` entry point NAME with the rest, and returns its status."""
+    from importlib.metadata import EntryPoint
+
+    fake = EntryPoint(name="fake", value=f"{__name__}:_fake_command", group=cli.PLUGIN_COMMANDS_GROUP)
+    monkeypatch.setattr(cli, "entry_points", lambda group: [fake] if group == cli.PLUGIN_COMMANDS_GROUP else [])
+    assert cli.main(["fake", "--clients", "3"]) == 7
+    assert "fake command got ['--clients', '3']" in capsys.readouterr().out
+    assert "provided by" in cli.build_parser().format_help() and "fake" in cli.build_parser().format_help()
+
+
+def test_a_plugin_cannot_shadow_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry point named like a built-in command is ignored: ``serve`` stays the server's."""
+    from importlib.metadata import EntryPoint
+
+    fake = EntryPoint(name="serve", value=f"{__name__}:_fake_command", group=cli.PLUGIN_COMMANDS_GROUP)
+    monkeypatch.setattr(cli, "entry_points", lambda group: [fake])
+    assert "serve" not in cli.plugin_commands()
+
+
+def test_the_installed_load_command_is_listed() -> None:
+    """The harness's ``load`` command is registered through the entry point group (pyproject.toml)."""
+    assert "load" in cli.plugin_commands()
