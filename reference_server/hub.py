@@ -4,7 +4,8 @@ The hub knows which peer holds which client id and which peers subscribe to
 which channel.  It never awaits: :meth:`Hub.broadcast` enqueues on each
 subscriber's outbound queue synchronously, so messages reach every
 subscriber in the order they were committed (storage commits in seq order
-and the publishing coroutines resume in that order).
+and :func:`~reference_server.messaging.publish` broadcasts from each commit's
+own callback, in commit order).
 
 Replay without gap or duplicate: :meth:`Hub.subscribe` starts buffering live
 messages for the new subscription *before* the caller reads the stored

@@ -70,12 +70,17 @@ async def publish(
 
     Returns the stored message and whether it was new; a repeated
     ``message_id`` on the same channel is acknowledged again but not re-delivered.
-    The broadcast happens synchronously right after the commit, so subscribers
-    receive messages in seq order.
+    The broadcast happens in the commit's own step of the event loop, before any
+    later commit's and before this coroutine resumes, so subscribers receive
+    messages in seq order, and a subscriber that reads the stored backlog finds
+    each committed message there or gets it live: never both, never neither.
     """
-    msg, created = await storage.append_message(
-        channel, sender=sender, content=content, message_id=message_id
+
+    def deliver(result: tuple[StoredMessage, bool]) -> None:
+        msg, created = result
+        if created and hub.subscriber_count(channel):
+            hub.broadcast(channel, channel_message_frame(msg))
+
+    return await storage.append_message(
+        channel, sender=sender, content=content, message_id=message_id, on_commit=deliver
     )
-    if created and hub.subscriber_count(channel):
-        hub.broadcast(channel, channel_message_frame(msg))
-    return msg, created

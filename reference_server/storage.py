@@ -1,39 +1,75 @@
-"""Durable storage: SQLite in WAL mode, driven from one dedicated thread.
+"""Durable storage: SQLite in WAL mode, committed on the event loop, checkpointed on a thread.
 
-Every operation runs on a single worker thread that owns the connection, so
-the event loop never blocks on disk and writes are serialised (operations
-that queue up while the thread works are committed together, in order): per-channel
-``seq`` numbers are assigned inside the same transaction that stores the
-message, which keeps them strictly increasing and gap-free.  A coroutine
-returns only after its transaction has committed, so anything the server
-acknowledges (a ``delivery_confirmation`` or a ``201``) is in the WAL file
-and survives ``kill -9`` of the process.
+Writes are serialised per connection, and per-channel ``seq`` numbers are assigned inside
+the statement that stores the message, which keeps them strictly increasing and
+gap-free.  A coroutine returns only after its transaction has committed, so anything the
+server acknowledges (a ``delivery_confirmation`` or a ``201``) is in the WAL file and
+survives ``kill -9`` of the process.
 
-Channel messages, chat-thread messages (channel ``thread:{id}``) and REST
-publishes share one table and one seq space per channel.  Publishing twice
-with the same ``message_id`` on a channel is idempotent: the second call
-returns the stored message and ``created=False`` (a client retrying after a
-reconnect never creates a duplicate).
+Where the work happens, so the event loop never waits on ``fsync``:
+
+- **Commits run on the event loop** when ``synchronous`` is ``NORMAL`` (the default) or
+  ``OFF``.  In WAL mode such a commit appends the transaction's pages to the WAL file
+  through the page cache and syncs nothing; the page cache is the kernel's, so it
+  survives a killed process.  A power loss may lose the last commits (SQLite's
+  documented trade-off for ``synchronous=NORMAL``); ``FULL`` and ``EXTRA`` survive it
+  but sync on every commit, so with them commits run on a writer thread with its own
+  connection instead.
+- **Group commit.** Writes submitted during one loop iteration (many publishes arriving
+  together) are committed in one transaction at the start of the next; while a writer
+  thread commits, the next group gathers.  Each write's coroutine resumes only after its
+  own transaction committed.
+- **Checkpoints run on their own thread and connection.** The loop's connection has
+  ``wal_autocheckpoint`` off; a checkpointer thread runs ``PASSIVE`` checkpoints (which
+  never block writers) every ``checkpoint_after_writes`` writes or every
+  ``checkpoint_interval_s`` seconds with anything new, and a ``TRUNCATE`` checkpoint at
+  :meth:`Storage.close`.  SQLite's checkpoints are where its syncs happen.
+- **Reads run on the event loop** on its connection: WAL readers never wait for the
+  writer or the checkpointer.
+
+Channel messages, chat-thread messages (channel ``thread:{id}``) and REST publishes
+share one table and one seq space per channel.  Publishing twice with the same
+``message_id`` on a channel is idempotent: the second call returns the stored message
+and ``created=False`` (a client retrying after a reconnect never creates a duplicate).
+
+One server per database: :meth:`Storage.open` takes an exclusive advisory lock
+(``flock``) on the database file, so a second Nova server on the same file is refused
+with a message naming the fix.  Other processes may read the database with ``sqlite3``
+while the server runs; they must not write to it (the loop's connection never waits
+for a lock, so a foreign writer makes the server's writes fail instead).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import queue
+import logging
+import os
 import sqlite3
+import sys
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .protocol import now_iso
 
-__all__ = ["ChannelInfo", "ClientErrorRecord", "Storage", "StoredMessage", "Thread"]
+__all__ = [
+    "ChannelInfo",
+    "ClientErrorRecord",
+    "Storage",
+    "StorageStats",
+    "StoredMessage",
+    "Thread",
+]
 
 T = TypeVar("T")
+
+log = logging.getLogger("reference_server.storage")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -79,6 +115,9 @@ _APPEND_SQL = (
     " SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM messages WHERE channel = ?1"
     " ON CONFLICT (channel, message_id) DO NOTHING RETURNING seq"
 )
+
+#: In WAL mode a commit under these modes syncs nothing, so it may run on the event loop.
+_LOOP_COMMIT_MODES = frozenset({"OFF", "NORMAL"})
 
 
 @dataclass(frozen=True)
@@ -127,27 +166,60 @@ class ChannelInfo:
     last_seq: int
 
 
+@dataclass(frozen=True)
+class StorageStats:
+    """Counters since :meth:`Storage.open`, for tests and benchmarks.
+
+    ``writes``: write operations run (each a message, thread or client error);
+    ``commits``: transactions committed, fewer than ``writes`` when group commit
+    batched them; ``checkpoints``: ``PASSIVE`` checkpoints the checkpointer thread ran.
+    """
+
+    writes: int
+    commits: int
+    checkpoints: int
+
+
+_Result = tuple["_Job", Any, "BaseException | None"]
+
+
 class _Job:
-    __slots__ = ("args", "fn", "future", "loop", "transactional")
+    __slots__ = ("args", "fn", "future", "on_commit")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-        transactional: bool,
+        on_commit: Callable[[Any], None] | None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.future = future
-        self.loop = loop
-        self.transactional = transactional
+        self.on_commit = on_commit
 
 
-def _settle(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
+class _Writer:
+    """One event loop's writes: the group gathering, and whether a commit is in flight."""
+
+    __slots__ = ("busy", "idle", "pending", "scheduled")
+
+    def __init__(self) -> None:
+        self.pending: list[_Job] = []
+        self.scheduled = False
+        self.busy = False
+        self.idle: asyncio.Future[None] | None = None
+
+
+def _settle(results: list[_Result]) -> None:
+    """Resolve each job's future in commit order, after running its ``on_commit``."""
     for job, value, error in results:
-        if job.future.done():
+        if error is None and job.on_commit is not None:
+            try:
+                job.on_commit(value)
+            except Exception:
+                log.exception("a storage on_commit callback failed (the write is committed)")
+        if job.future.done():  # cancelled while queued: the write still happened
             continue
         if error is not None:
             job.future.set_exception(error)
@@ -155,247 +227,402 @@ def _settle(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
             job.future.set_result(value)
 
 
-class Storage:
-    """Async facade over one SQLite connection living on its own thread.
+def _lock_exclusively(path: Path) -> int | None:
+    """Hold ``{path}-lock`` with ``flock`` for as long as the returned descriptor is open.
 
-    Jobs queue up while the thread works; the thread then runs every queued
-    job in one transaction (group commit) and settles their futures after
-    the commit.  A failing job rolls the group back, and the group is re-run
-    one job per transaction so only the failing job reports the error.
+    A file of its own, never the database: closing any descriptor of the database
+    file would drop the POSIX locks SQLite holds on it in this process.
+    """
+    if sys.platform == "win32":  # pragma: no cover - the reference server targets POSIX
+        return None
+    import fcntl
+
+    lock_path = Path(f"{path}-lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(
+            f"the database {path} is in use by another process (another Nova server?): "
+            f"the server holds {lock_path} while it runs; stop the other process or give "
+            "this server its own database (--db / NOVA_DB)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Storage:
+    """Async facade over SQLite: commits on the event loop, checkpoints on a thread.
+
+    Every write is a job; the jobs one event loop submits during one iteration are
+    committed together in the next (group commit), each job's coroutine resuming only
+    after its transaction committed.  A failing job rolls its group back, and the
+    group is re-run one job per transaction so only the failing job reports the
+    error.  ``synchronous`` ``FULL``/``EXTRA`` commit on a writer thread instead
+    (they ``fsync`` each commit).  Several event loops may share one storage.
     """
 
     _MAX_BATCH = 256
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 5.0,
+        checkpoint_interval_s: float = 1.0,
+        checkpoint_after_writes: int = 300,
+    ) -> None:
+        """Describe a database; nothing is opened until :meth:`open`.
+
+        ``checkpoint_after_writes`` (about two WAL pages each) and
+        ``checkpoint_interval_s`` say when the checkpointer thread runs a ``PASSIVE``
+        checkpoint; ``busy_timeout_s`` bounds the checkpointer's and writer thread's
+        waits for SQLite's locks (the event loop's connection never waits).
+        """
+        if checkpoint_interval_s <= 0 or checkpoint_after_writes < 1:
+            raise ValueError(
+                "checkpoint_interval_s must be > 0 and checkpoint_after_writes >= 1; got "
+                f"{checkpoint_interval_s!r} and {checkpoint_after_writes!r}"
+            )
         self.path = Path(path)
-        self._synchronous = synchronous
+        self._synchronous = synchronous.upper()
         self._busy_timeout_s = busy_timeout_s
-        self._queue: queue.SimpleQueue[_Job | None] | None = None
-        self._thread: threading.Thread | None = None
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._checkpoint_after_writes = checkpoint_after_writes
+        self._memory = str(self.path) == ":memory:"
+        self._open = False
+        # The loop connection serves reads (and writes, committing on the loop) from
+        # every thread whose event loop uses this storage: one at a time.
+        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_wake = threading.Event()
+        self._checkpoint_stop = False
+        self._lock_fd: int | None = None
+        self._writers: dict[asyncio.AbstractEventLoop, _Writer] = {}
+        self._writes = 0
+        self._commits = 0
+        self._checkpoints = 0
+        self._writes_at_wake = 0
         self._known_threads: set[str] = set()  # threads are never deleted: a found id stays found
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def commits_on_event_loop(self) -> bool:
+        """Whether commits run on the caller's event loop (``synchronous`` OFF/NORMAL, or in memory)."""
+        return self._memory or self._synchronous in _LOOP_COMMIT_MODES
+
     async def open(self) -> None:
-        """Open (creating if needed) the database; idempotent."""
-        if self._thread is not None:
+        """Open (creating if needed) the database; idempotent.
+
+        The opening work (recovering a WAL left by a killed server, creating the
+        schema) runs on a worker thread.  Raises RuntimeError naming the fix when
+        another process holds the database.
+        """
+        if self._open:
             return
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._queue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._worker, name="nova-sqlite", daemon=True)
-        self._thread.start()
-        try:
-            await self._run(self._open_sync, transactional=False)
-        except BaseException:
-            await self._stop_thread()
-            raise
+        await asyncio.to_thread(self._open_sync)
+        self._open = True
+
+    def _connect(self, timeout_s: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        # Checkpoints are the checkpointer thread's alone: an automatic one would run
+        # inside whichever commit crossed the threshold, fsync included.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
 
     def _open_sync(self) -> None:
-        conn = sqlite3.connect(
-            str(self.path), timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True
-        )
         try:
-            conn.row_factory = sqlite3.Row
-            if str(self.path) != ":memory:":
-                # The server is the database's only user: one file lock, taken once,
-                # instead of locking the WAL index on every commit.
-                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if not self._memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = _lock_exclusively(self.path)
+            conn = self._conn = self._connect(self._busy_timeout_s)
+            if not self._memory:
                 conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(_SCHEMA)
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            if "locked" in str(exc):
-                raise RuntimeError(
-                    f"the database {self.path} is in use by another process (another Nova "
-                    "server?): the server holds its database exclusively while it runs; stop "
-                    "the other process or give this server its own database (--db / NOVA_DB)"
-                ) from exc
-            raise
+            conn.execute("PRAGMA busy_timeout=0")
+            if self._memory:
+                return
+            if not self.commits_on_event_loop:
+                self._writer_conn = self._connect(self._busy_timeout_s)
+                self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="nova-sqlite-writer")
+            self._checkpoint_conn = self._connect(self._busy_timeout_s)
+            self._checkpoint_stop = False
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop,
+                args=(self._checkpoint_conn,),
+                name="nova-sqlite-checkpointer",
+                daemon=True,
+            )
+            self._checkpointer.start()
         except BaseException:
-            conn.close()
+            self._teardown_sync(final_checkpoint=False)
             raise
-        self._conn = conn
 
     async def close(self) -> None:
-        """Checkpoint the WAL, close the connection and stop the thread; idempotent."""
-        if self._thread is None or self._queue is None:
+        """Commit what this loop has pending, checkpoint the WAL into the database, close; idempotent.
+
+        The final ``TRUNCATE`` checkpoint and the closing run on a worker thread.
+        """
+        if not self._open:
             return
-        try:
-            await self._run(self._close_sync, transactional=False)
-        finally:
-            await self._stop_thread()
+        self._open = False  # from now on new operations fail; pending ones still commit
+        loop = asyncio.get_running_loop()
+        writer = self._writers.get(loop)
+        if writer is not None:
+            if writer.pending and not writer.busy:
+                self._flush(loop, writer)
+            if writer.busy or writer.pending:
+                writer.idle = loop.create_future()
+                await writer.idle
+        await asyncio.to_thread(self._teardown_sync, final_checkpoint=True)
 
-    async def _stop_thread(self) -> None:
-        if self._queue is not None:
-            self._queue.put(None)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
-        self._thread = None
-        self._queue = None
-
-    def _close_sync(self) -> None:
-        if self._conn is not None:
+    def _teardown_sync(self, *, final_checkpoint: bool) -> None:
+        self._checkpoint_stop = True
+        self._checkpoint_wake.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
+        if self._writer_pool is not None:
+            self._writer_pool.shutdown(wait=True)
+            self._writer_pool = None
+        failure: BaseException | None = None
+        if final_checkpoint:
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
+                ckpt = self._checkpoint_conn or self._conn
+                if ckpt is not None and not self._memory:
+                    ckpt.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except BaseException as exc:  # noqa: BLE001 - raised once everything is closed
+                failure = exc
+        for name in ("_checkpoint_conn", "_writer_conn"):
+            conn: sqlite3.Connection | None = getattr(self, name)
+            if conn is not None:
+                conn.close()
+                setattr(self, name, None)
+        with self._lock:
+            if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self._writers.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # after the connections: the lock outlives every use
+            self._lock_fd = None
+        if failure is not None:
+            raise failure
 
-    async def _run(self, fn: Callable[..., T], *args: Any, transactional: bool = True) -> T:
-        """Run ``fn(*args)`` on the storage thread.
+    # ------------------------------------------------------------ the checkpointer thread
 
-        ``transactional`` jobs that queue up together share one transaction.
-        Each job runs one SQL statement (or reads only), which SQLite makes atomic
-        by itself, so a job alone in its batch runs without BEGIN/COMMIT.
-        """
-        if self._queue is None:
-            raise RuntimeError("Storage is not open; call `await storage.open()` first")
+    def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
+        seen = 0
+        while True:
+            self._checkpoint_wake.wait(self._checkpoint_interval_s)
+            self._checkpoint_wake.clear()
+            if self._checkpoint_stop:
+                return
+            writes = self._writes
+            if writes == seen:
+                continue
+            seen = writes
+            try:
+                # PASSIVE never blocks writers: commits keep appending while it copies.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                log.warning(
+                    "WAL checkpoint of %s failed, retried within %.1f s: %s",
+                    self.path, self._checkpoint_interval_s, exc,
+                )
+                seen = 0
+                continue
+            self._checkpoints += 1
+
+    def _wake_checkpointer(self, writes: int) -> None:
+        self._writes += writes
+        if self._writes - self._writes_at_wake >= self._checkpoint_after_writes:
+            self._writes_at_wake = self._writes
+            self._checkpoint_wake.set()
+
+    # ------------------------------------------------------------ writes
+
+    def _not_open(self) -> RuntimeError:
+        return RuntimeError("Storage is not open; call `await storage.open()` first")
+
+    async def _write(
+        self, fn: Callable[..., T], *args: Any, on_commit: Callable[[T], None] | None = None
+    ) -> T:
+        """Run ``fn(connection, *args)`` (one statement, or reads) in the next group commit."""
+        if not self._open:
+            raise self._not_open()
         loop = asyncio.get_running_loop()
+        writer = self._writers.get(loop)
+        if writer is None:
+            writer = self._writers.setdefault(loop, _Writer())
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, args, future, loop, transactional))
+        writer.pending.append(_Job(fn, args, future, on_commit))
+        if not writer.scheduled and not writer.busy:
+            # At the start of the next iteration: every write this iteration submits joins.
+            writer.scheduled = True
+            loop.call_soon(self._flush, loop, writer)
         return await future
 
-    # ------------------------------------------------------------ the worker thread
+    def _flush(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
+        writer.scheduled = False
+        if writer.busy or not writer.pending:
+            return
+        jobs, writer.pending = writer.pending, []
+        pool, conn = self._writer_pool, self._writer_conn
+        if pool is None or conn is None:
+            results: list[_Result]
+            with self._lock:
+                results = (
+                    self._commit(self._conn, jobs)
+                    if self._conn is not None
+                    else [(job, None, self._not_open()) for job in jobs]
+                )
+            _settle(results)
+            self._went_idle(writer)
+            return
+        writer.busy = True
+        done = pool.submit(self._commit, conn, jobs)
 
-    def _worker(self) -> None:
-        assert self._queue is not None
-        q = self._queue
-        stopping = False
-        while not stopping:
-            job = q.get()
-            if job is None:
-                break
-            batch = [job]
-            while job.transactional and len(batch) < self._MAX_BATCH:
-                try:
-                    nxt = q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                if not nxt.transactional:
-                    self._execute(batch)
-                    batch = [nxt]
-                    break
-                batch.append(nxt)
-            self._execute(batch)
-
-    def _execute(self, batch: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]]
-        if len(batch) == 1:
-            job = batch[0]
+        def landed(_: ThreadFuture[list[_Result]]) -> None:
             try:
-                results = [(job, job.fn(*job.args), None)]
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                results = [(job, None, exc)]
-        else:
-            try:
-                results = self._in_transaction(batch)
-            except Exception:  # noqa: BLE001 - re-run alone so only the culprit fails
-                results = []
-                for job in batch:
-                    try:
-                        results.extend(self._in_transaction([job]))
-                    except BaseException as exc:  # noqa: BLE001
-                        results.append((job, None, exc))
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
-        for item in results:
-            by_loop.setdefault(item[0].loop, []).append(item)
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, items)
+                loop.call_soon_threadsafe(self._landed, loop, writer, jobs, done)
             except RuntimeError:  # the loop is closed: nobody awaits these any more
                 pass
 
-    def _in_transaction(self, batch: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            results: list[tuple[_Job, Any, BaseException | None]] = [
-                (job, job.fn(*job.args), None) for job in batch
-            ]
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        done.add_done_callback(landed)
+
+    def _landed(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        writer: _Writer,
+        jobs: list[_Job],
+        done: ThreadFuture[list[_Result]],
+    ) -> None:
+        writer.busy = False
+        error = done.exception()
+        _settle(done.result() if error is None else [(job, None, error) for job in jobs])
+        if writer.pending:
+            self._flush(loop, writer)
+        else:
+            self._went_idle(writer)
+
+    @staticmethod
+    def _went_idle(writer: _Writer) -> None:
+        if writer.idle is not None and not writer.pending and not writer.busy:
+            if not writer.idle.done():
+                writer.idle.set_result(None)
+            writer.idle = None
+
+    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Result]:
+        results: list[_Result] = []
+        for start in range(0, len(jobs), self._MAX_BATCH):
+            results.extend(self._commit_group(conn, jobs[start : start + self._MAX_BATCH]))
+        self._wake_checkpointer(len(jobs))
         return results
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        assert self._conn is not None, "storage used before open()"
-        return self._conn
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> list[_Result]:
+        if len(group) == 1:  # one statement is its own transaction
+            job = group[0]
+            try:
+                value = job.fn(conn, *job.args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                return [(job, None, exc)]
+            self._commits += 1
+            return [(job, value, None)]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results: list[_Result] = [(job, job.fn(conn, *job.args), None) for job in group]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception:  # noqa: BLE001 - re-run alone so only the culprit fails
+            return [result for job in group for result in self._commit_group(conn, [job])]
+        self._commits += 1
+        return results
+
+    # ------------------------------------------------------------ reads
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the read ``fn(connection, *args)`` now, on the caller's thread."""
+        with self._lock:
+            if not self._open or self._conn is None:
+                raise self._not_open()
+            return fn(self._conn, *args)
+
+    # ------------------------------------------------------------ introspection
+
+    def stats(self) -> StorageStats:
+        """Counters since :meth:`open` (see :class:`StorageStats`)."""
+        return StorageStats(self._writes, self._commits, self._checkpoints)
+
+    async def connection_settings(self) -> dict[str, Any]:
+        """The loop connection's ``journal_mode``, ``synchronous`` (0-3), ``wal_autocheckpoint``, ``busy_timeout``."""
+
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            return {
+                name: db.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "wal_autocheckpoint", "busy_timeout")
+            }
+
+        return await self._read(read)
 
     # ------------------------------------------------------------ messages
 
     async def append_message(
-        self, channel: str, *, sender: str, content: str, message_id: str | None = None
+        self,
+        channel: str,
+        *,
+        sender: str,
+        content: str,
+        message_id: str | None = None,
+        on_commit: Callable[[tuple[StoredMessage, bool]], None] | None = None,
     ) -> tuple[StoredMessage, bool]:
-        """Store a message; return it and whether it is new (False: same id seen before)."""
-        return await self._run(self._append_sync, channel, sender, content, message_id)
+        """Store a message; return it and whether it is new (False: same id seen before).
 
-    def _append_sync(
-        self, channel: str, sender: str, content: str, message_id: str | None
-    ) -> tuple[StoredMessage, bool]:
-        db = self._db
-        msg_id = message_id or uuid.uuid4().hex
-        sent_at = now_iso()
-        row = db.execute(_APPEND_SQL, (channel, msg_id, sender, content, sent_at)).fetchone()
-        if row is None:  # this id is stored already: hand back the stored message
-            stored = db.execute(
-                "SELECT * FROM messages WHERE channel = ? AND message_id = ?", (channel, msg_id)
-            ).fetchone()
-            return _message(stored), False
-        return StoredMessage(channel, int(row[0]), msg_id, sender, content, sent_at), True
+        ``on_commit``, if given, is called with the same pair on the event loop
+        right after the commit, before this coroutine resumes and in commit order
+        across appends; it runs even when the awaiting coroutine was cancelled.
+        """
+        return await self._write(
+            _append_sync, channel, sender, content, message_id, on_commit=on_commit
+        )
 
     async def messages_since(self, channel: str, since_seq: int, limit: int | None = None) -> list[StoredMessage]:
         """Messages with ``seq > since_seq`` in seq order."""
-        return await self._run(self._since_sync, channel, since_seq, limit)
-
-    def _since_sync(self, channel: str, since_seq: int, limit: int | None) -> list[StoredMessage]:
-        sql = "SELECT * FROM messages WHERE channel = ? AND seq > ? ORDER BY seq"
-        args: tuple[Any, ...] = (channel, since_seq)
-        if limit is not None:
-            sql += " LIMIT ?"
-            args += (limit,)
-        return [_message(r) for r in self._db.execute(sql, args).fetchall()]
+        return await self._read(_since_sync, channel, since_seq, limit)
 
     async def recent_messages(self, channel: str, limit: int) -> list[StoredMessage]:
         """The last ``limit`` messages of a channel, oldest first."""
-        return await self._run(self._recent_sync, channel, limit)
-
-    def _recent_sync(self, channel: str, limit: int) -> list[StoredMessage]:
-        rows = self._db.execute(
-            "SELECT * FROM messages WHERE channel = ? ORDER BY seq DESC LIMIT ?", (channel, limit)
-        ).fetchall()
-        return [_message(r) for r in reversed(rows)]
+        return await self._read(_recent_sync, channel, limit)
 
     async def last_seq(self, channel: str) -> int:
         """The channel's highest seq, 0 when it has none."""
-        return await self._run(self._last_seq_sync, channel)
-
-    def _last_seq_sync(self, channel: str) -> int:
-        row = self._db.execute("SELECT MAX(seq) FROM messages WHERE channel = ?", (channel,)).fetchone()
-        return int(row[0] or 0)
+        return await self._read(_last_seq_sync, channel)
 
     async def channels(self) -> list[ChannelInfo]:
         """Every channel that has ever had a message, by name."""
-        return await self._run(self._channels_sync)
-
-    def _channels_sync(self) -> list[ChannelInfo]:
-        rows = self._db.execute(
-            "SELECT name, (SELECT MAX(seq) FROM messages WHERE channel = name) AS last_seq"
-            " FROM channels ORDER BY name"
-        ).fetchall()
-        return [ChannelInfo(r["name"], int(r["last_seq"] or 0)) for r in rows]
+        return await self._read(_channels_sync)
 
     # ------------------------------------------------------------ threads
 
     async def create_thread(self, title: str, *, created_by: str) -> Thread:
-        thread = await self._run(self._create_thread_sync, title, created_by)
+        thread = await self._write(_create_thread_sync, title, created_by)
         self._known_threads.add(thread.id)
         return thread
 
@@ -408,61 +635,112 @@ class Storage:
         self._known_threads.add(thread_id)
         return True
 
-    def _create_thread_sync(self, title: str, created_by: str) -> Thread:
-        thread = Thread(uuid.uuid4().hex[:12], title, created_by, now_iso())
-        self._db.execute(
-            "INSERT INTO threads (id, title, created_by, created_at) VALUES (?, ?, ?, ?)",
-            (thread.id, thread.title, thread.created_by, thread.created_at),
-        )
-        return thread
-
     async def get_thread(self, thread_id: str) -> Thread | None:
-        return await self._run(self._get_thread_sync, thread_id)
-
-    def _get_thread_sync(self, thread_id: str) -> Thread | None:
-        row = self._db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
-        return Thread(row["id"], row["title"], row["created_by"], row["created_at"]) if row else None
+        return await self._read(_get_thread_sync, thread_id)
 
     async def list_threads(self) -> list[Thread]:
-        return await self._run(self._list_threads_sync)
-
-    def _list_threads_sync(self) -> list[Thread]:
-        # insertion order: ids are random and creation times collide within a millisecond
-        rows = self._db.execute("SELECT * FROM threads ORDER BY rowid").fetchall()
-        return [Thread(r["id"], r["title"], r["created_by"], r["created_at"]) for r in rows]
+        return await self._read(_list_threads_sync)
 
     # ------------------------------------------------------------ client errors
 
     async def add_client_error(
         self, client_id: str, message: str, context: dict[str, Any]
     ) -> ClientErrorRecord:
-        return await self._run(self._add_error_sync, client_id, message, context)
-
-    def _add_error_sync(self, client_id: str, message: str, context: dict[str, Any]) -> ClientErrorRecord:
-        received = now_iso()
-        cur = self._db.execute(
-            "INSERT INTO client_errors (client_id, message, context, received_at) VALUES (?, ?, ?, ?)",
-            (client_id, message, json.dumps(context), received),
-        )
-        return ClientErrorRecord(int(cur.lastrowid or 0), client_id, message, context, received)
+        return await self._write(_add_error_sync, client_id, message, context)
 
     async def client_errors(self, client_id: str | None = None, limit: int = 100) -> list[ClientErrorRecord]:
-        return await self._run(self._errors_sync, client_id, limit)
+        return await self._read(_errors_sync, client_id, limit)
 
-    def _errors_sync(self, client_id: str | None, limit: int) -> list[ClientErrorRecord]:
-        if client_id is None:
-            rows = self._db.execute(
-                "SELECT * FROM client_errors ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        else:
-            rows = self._db.execute(
-                "SELECT * FROM client_errors WHERE client_id = ? ORDER BY id DESC LIMIT ?",
-                (client_id, limit),
-            ).fetchall()
-        return [
-            ClientErrorRecord(r["id"], r["client_id"], r["message"], json.loads(r["context"]), r["received_at"])
-            for r in reversed(rows)
-        ]
+
+# ---------------------------------------------------------------- statements
+
+
+def _append_sync(
+    db: sqlite3.Connection, channel: str, sender: str, content: str, message_id: str | None
+) -> tuple[StoredMessage, bool]:
+    msg_id = message_id or uuid.uuid4().hex
+    sent_at = now_iso()
+    row = db.execute(_APPEND_SQL, (channel, msg_id, sender, content, sent_at)).fetchone()
+    if row is None:  # this id is stored already: hand back the stored message
+        stored = db.execute(
+            "SELECT * FROM messages WHERE channel = ? AND message_id = ?", (channel, msg_id)
+        ).fetchone()
+        return _message(stored), False
+    return StoredMessage(channel, int(row[0]), msg_id, sender, content, sent_at), True
+
+
+def _since_sync(db: sqlite3.Connection, channel: str, since_seq: int, limit: int | None) -> list[StoredMessage]:
+    sql = "SELECT * FROM messages WHERE channel = ? AND seq > ? ORDER BY seq"
+    args: tuple[Any, ...] = (channel, since_seq)
+    if limit is not None:
+        sql += " LIMIT ?"
+        args += (limit,)
+    return [_message(r) for r in db.execute(sql, args).fetchall()]
+
+
+def _recent_sync(db: sqlite3.Connection, channel: str, limit: int) -> list[StoredMessage]:
+    rows = db.execute(
+        "SELECT * FROM messages WHERE channel = ? ORDER BY seq DESC LIMIT ?", (channel, limit)
+    ).fetchall()
+    return [_message(r) for r in reversed(rows)]
+
+
+def _last_seq_sync(db: sqlite3.Connection, channel: str) -> int:
+    row = db.execute("SELECT MAX(seq) FROM messages WHERE channel = ?", (channel,)).fetchone()
+    return int(row[0] or 0)
+
+
+def _channels_sync(db: sqlite3.Connection) -> list[ChannelInfo]:
+    rows = db.execute(
+        "SELECT name, (SELECT MAX(seq) FROM messages WHERE channel = name) AS last_seq"
+        " FROM channels ORDER BY name"
+    ).fetchall()
+    return [ChannelInfo(r["name"], int(r["last_seq"] or 0)) for r in rows]
+
+
+def _create_thread_sync(db: sqlite3.Connection, title: str, created_by: str) -> Thread:
+    thread = Thread(uuid.uuid4().hex[:12], title, created_by, now_iso())
+    db.execute(
+        "INSERT INTO threads (id, title, created_by, created_at) VALUES (?, ?, ?, ?)",
+        (thread.id, thread.title, thread.created_by, thread.created_at),
+    )
+    return thread
+
+
+def _get_thread_sync(db: sqlite3.Connection, thread_id: str) -> Thread | None:
+    row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+    return Thread(row["id"], row["title"], row["created_by"], row["created_at"]) if row else None
+
+
+def _list_threads_sync(db: sqlite3.Connection) -> list[Thread]:
+    # insertion order: ids are random and creation times collide within a millisecond
+    rows = db.execute("SELECT * FROM threads ORDER BY rowid").fetchall()
+    return [Thread(r["id"], r["title"], r["created_by"], r["created_at"]) for r in rows]
+
+
+def _add_error_sync(
+    db: sqlite3.Connection, client_id: str, message: str, context: dict[str, Any]
+) -> ClientErrorRecord:
+    received = now_iso()
+    cur = db.execute(
+        "INSERT INTO client_errors (client_id, message, context, received_at) VALUES (?, ?, ?, ?)",
+        (client_id, message, json.dumps(context), received),
+    )
+    return ClientErrorRecord(int(cur.lastrowid or 0), client_id, message, context, received)
+
+
+def _errors_sync(db: sqlite3.Connection, client_id: str | None, limit: int) -> list[ClientErrorRecord]:
+    if client_id is None:
+        rows = db.execute("SELECT * FROM client_errors ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    else:
+        rows = db.execute(
+            "SELECT * FROM client_errors WHERE client_id = ? ORDER BY id DESC LIMIT ?",
+            (client_id, limit),
+        ).fetchall()
+    return [
+        ClientErrorRecord(r["id"], r["client_id"], r["message"], json.loads(r["context"]), r["received_at"])
+        for r in reversed(rows)
+    ]
 
 
 def _message(row: sqlite3.Row) -> StoredMessage:
