@@ -168,9 +168,13 @@ class LineReader:
                 on_line(line)
 
 
-def stop_process(proc: subprocess.Popen[str], timeout_s: float = 15.0) -> None:
-    """Close the child's stdin (how the children here are told to stop), then terminate, then kill."""
-    if proc.poll() is None and proc.stdin is not None:
+def stop_process(proc: subprocess.Popen[str], timeout_s: float = 15.0, *, stdin_stops: bool = True) -> None:
+    """Stop a child: close its stdin (how the children here are told to stop), then terminate, then kill.
+
+    ``stdin_stops=False``: a child that ignores its stdin (the reference
+    server) is sent SIGTERM at once.
+    """
+    if stdin_stops and proc.poll() is None and proc.stdin is not None:
         try:
             proc.stdin.close()
         except OSError:
@@ -192,8 +196,17 @@ def stop_process(proc: subprocess.Popen[str], timeout_s: float = 15.0) -> None:
 class ServerProcess:
     """A server in a child process on a loopback port it bound itself and printed."""
 
-    def __init__(self, cmd: Sequence[str], *, name: str, ready_prefix: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        *,
+        name: str,
+        ready_prefix: str,
+        env: dict[str, str] | None = None,
+        stdin_stops: bool = True,
+    ) -> None:
         self.name = name
+        self.stdin_stops = stdin_stops
         self.proc: subprocess.Popen[str] = subprocess.Popen(
             list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, env={**os.environ, **(env or {})},
@@ -202,7 +215,7 @@ class ServerProcess:
         try:
             line = self.lines.wait_for(ready_prefix, STARTUP_DEADLINE_S)
         except BaseException:
-            stop_process(self.proc)
+            stop_process(self.proc, stdin_stops=stdin_stops)
             raise
         # "listening PORT" or "Nova server listening on http://127.0.0.1:PORT"
         self.port = int(line.rsplit(":", 1)[-1].split()[-1])
@@ -221,7 +234,7 @@ class ServerProcess:
         return cpu_seconds(self.process)
 
     def close(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, stdin_stops=self.stdin_stops)
 
     def __enter__(self) -> Self:
         return self
@@ -271,11 +284,14 @@ async def _serve_echo() -> None:
 
 
 def start_reference_server(db: Path, *, env: dict[str, str] | None = None) -> ServerProcess:
-    """``python -m reference_server`` on an ephemeral loopback port, its page off, logging warnings only."""
+    """``python -m reference_server`` on an ephemeral loopback port, its page off, logging warnings only.
+
+    It stops on SIGTERM (its clean shutdown: every WebSocket is sent 1001).
+    """
     return ServerProcess(
         [sys.executable, "-m", "reference_server", "--port", "0", "--frontend-port", "-1",
          "--db", str(db), "--log-level", "warning"],
-        name="reference server", ready_prefix="Nova server listening on", env=env,
+        name="reference server", ready_prefix="Nova server listening on", env=env, stdin_stops=False,
     )
 
 

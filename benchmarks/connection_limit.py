@@ -157,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r.name:<18} | {r.rss_before / KIB / KIB:>14.1f} | {r.rss_after / KIB / KIB:>13.1f} | "
               f"{r.per_connection / KIB:>14.1f} | {r.open_seconds:>6.1f}")
-    print(f"\nRSS per connection, reference / bare: {ours.per_connection / bare.per_connection:.2f}  (goal <= 2.00)")
+    if bare.per_connection > 0:
+        print(f"\nRSS per connection, reference / bare: {ours.per_connection / bare.per_connection:.2f}  (goal <= 2.00)")
+    else:
+        print("\nRSS per connection, reference / bare: n/a (the bare server's RSS did not grow: "
+              "measure more connections)")
     return 0
 
 

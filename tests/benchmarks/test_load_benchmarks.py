@@ -1,0 +1,65 @@
+"""The load benchmarks run end to end with tiny sizes and print their ratios.
+
+Each script runs as its users run it (``python benchmarks/...``, in a
+subprocess, loopback only) with sizes that finish in seconds.  What is
+checked is that every generator produced a row and every ratio a number:
+never a figure (a ratio in one run is a measurement, not a pass mark).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+#: Each script's run is bounded; these sizes take a few seconds.
+RUN_TIMEOUT_S = 180.0
+
+
+def _run(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _number_after(label: str, text: str) -> float:
+    match = re.search(re.escape(label) + r"\s+([0-9.]+)", text)
+    assert match, f"no number after {label!r} in:\n{text}"
+    return float(match.group(1))
+
+
+def test_load_engine_compares_every_generator_and_prints_the_ratios(tmp_path: Path) -> None:
+    """bare, engine and Locust each get a measured row; Artillery, with no npm on PATH, a note."""
+    pytest.importorskip("harness.load.engine", reason="the asyncio load engine (harness.load.engine) is not built yet")
+    done = _run(
+        "load_engine.py", "--clients", "2", "--duration", "0.5", "--warmup", "0.2", "--repeat", "1",
+        "--locust-workers", "0", "--artillery-dir", str(tmp_path / "artillery"),
+        env={"PATH": str(Path(sys.executable).parent)},  # python, no npm: Artillery is skipped
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "Artillery skipped: npm or node is not on PATH" in out
+    for row in ("bare asyncio loop", "engine (publish, generic)", "locust (1 process)"):
+        assert re.search(re.escape(row) + r"[^|]*\|\s+\d+ \|\s+\d+ \|", out), f"no measured {row!r} row in:\n{out}"
+    assert _number_after("engine / bare msgs/s:", out) > 0
+    assert _number_after("engine / locust 0 msgs per CPU-second:", out) > 0
+    assert "engine / artillery msgs per CPU-second: n/a" in out
+
+
+def test_connection_limit_measures_both_servers_and_prints_the_ratio() -> None:
+    """The bare server and the reference server each hold N idle (authenticated) connections."""
+    done = _run("connection_limit.py", "--connections", "20", "--rate", "200", "--settle", "0")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert re.search(r"bare websockets\s+\|.*\|\s+-?[0-9.]+ \|", out), out
+    assert re.search(r"reference server\s+\|.*\|\s+-?[0-9.]+ \|", out), out
+    assert "20 idle connections per server" in out
+    assert re.search(r"RSS per connection, reference / bare: (-?\d+\.\d+|n/a)", out), out
