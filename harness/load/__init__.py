@@ -1,0 +1,108 @@
+"""Load, latency and connection-limit testing of a WebSocket server (``nova-ws load``).
+
+The tree is the architecture:
+
+- :mod:`~harness.load.scenarios` (pure): the scenarios ``connections``,
+  ``publish``, ``fanout``, ``reconnect-storm`` as plain dataclasses whose
+  virtual clients are sans-I/O state machines, and the load protocols (Nova,
+  generic) that build and recognise frames;
+- :mod:`~harness.load.ramp` (pure): ``ramp``, stepping a scenario's load and
+  finding the knee;
+- :mod:`~harness.load.metrics` (pure): HdrHistogram latencies, counters, a
+  bounded timeline;
+- :mod:`~harness.load.results` and :mod:`~harness.load.thresholds` (pure):
+  typed results that round-trip through JSON, thresholds such as ``p99<50ms``;
+- :mod:`~harness.load.output`: JSON and CSV writers;
+- :mod:`~harness.load.engine`: the asyncio engine on python-websockets that
+  drives the scenarios (``run``, ``arun``, ``start_background``), and
+  :mod:`~harness.load.embedded`: the reference server it starts when given no URL.
+
+The engine is imported on first use of its names, so the pure API imports
+neither asyncio nor websockets.  See docs/load.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import LoadConfigError, LoadError, LoadServerError
+from .metrics import Histogram, LatencySummary, Metrics, Timeline, TimelinePoint
+from .output import read_json, write_csv, write_json
+from .ramp import Ramp, parse_values
+from .results import RunResult, ServerStats, StepResult, ThresholdOutcome
+from .scenarios import (
+    SCENARIOS,
+    Close,
+    Connect,
+    Connections,
+    Drop,
+    Fanout,
+    GenericProtocol,
+    Incoming,
+    LoadProtocol,
+    NovaProtocol,
+    Publish,
+    ReconnectStorm,
+    Recorder,
+    Scenario,
+    Send,
+    SeqTracker,
+    Session,
+    VirtualClient,
+    create,
+)
+from .thresholds import Threshold, evaluate, parse_all
+
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "SCENARIOS",
+    "Close",
+    "Connect",
+    "Connections",
+    "Drop",
+    "Fanout",
+    "GenericProtocol",
+    "Histogram",
+    "Incoming",
+    "LatencySummary",
+    "LoadConfigError",
+    "LoadError",
+    "LoadProtocol",
+    "LoadServerError",
+    "Metrics",
+    "NovaProtocol",
+    "Publish",
+    "Ramp",
+    "ReconnectStorm",
+    "Recorder",
+    "RunResult",
+    "Scenario",
+    "Send",
+    "SeqTracker",
+    "ServerStats",
+    "Session",
+    "StepResult",
+    "Threshold",
+    "ThresholdOutcome",
+    "Timeline",
+    "TimelinePoint",
+    "VirtualClient",
+    "create",
+    "evaluate",
+    "parse_all",
+    "parse_values",
+    "read_json",
+    "write_csv",
+    "write_json",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.load' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,33 @@
+"""The load tools' exceptions, under the harness's one base class.
+
+::
+
+    HarnessError                 (harness.errors)
+    └── LoadError                a load run could not be set up or run
+        ├── LoadConfigError      a bad scenario parameter, threshold or URL (also a ValueError)
+        └── LoadServerError      the embedded reference server did not start
+
+A run that starts and then meets bad input (an unreachable URL, a rejected
+handshake, a server that closes mid-run) does not raise: it returns a
+:class:`~harness.load.results.RunResult` with ``aborted`` set and the
+figures gathered so far.  Messages say what was expected, what arrived and
+the fix.
+"""
+
+from __future__ import annotations
+
+from ..errors import HarnessError
+
+__all__ = ["LoadConfigError", "LoadError", "LoadServerError"]
+
+
+class LoadError(HarnessError):
+    """A load run could not be set up or run."""
+
+
+class LoadConfigError(LoadError, ValueError):
+    """A scenario parameter, threshold expression, ramp or URL is invalid; the message names the rule."""
+
+
+class LoadServerError(LoadError):
+    """The embedded reference server did not start; the message carries its last output lines."""

@@ -1,0 +1,472 @@
+"""Measurements of a load run with bounded memory: histograms, counters, a timeline.
+
+Pure: no I/O and no clock; every call that depends on time is given ``now``
+(seconds on the caller's monotonic clock).
+
+- :class:`Histogram`: an HdrHistogram of durations in microseconds, from
+  1 us to 60 s with 3 significant digits (about 136 KiB whatever the count).
+  A value above 60 s is recorded as 60 s and counted in ``clamped``.
+  Histograms merge (:meth:`Histogram.merge`) and travel as text
+  (:meth:`Histogram.encode`, the HdrHistogram compressed base64 format), so a
+  result read back from JSON can still be merged exactly.
+- :class:`LatencySummary`: what a histogram says (count, mean, min, p50, p90,
+  p99, p99.9, max, in microseconds) plus its encoding.
+- :class:`Timeline`: one :class:`TimelinePoint` per interval (1 s by default):
+  sent, received, opened, errors, and p50/p99 of one latency metric (the
+  scenario's primary one) in that interval.  At most ``max_points`` points
+  (rounded up to even) are kept: past that, neighbours are merged in pairs and the interval doubles
+  (a merged p50 is the count-weighted mean of the two, a merged p99 the larger
+  one, so a spike is never smoothed away).
+- :class:`Metrics`: the :class:`~harness.load.scenarios.Recorder` a scenario's
+  virtual clients write to: named latencies, counters, errors by kind and
+  gauges, with the timeline.  Two :class:`Metrics` merge (Locust workers,
+  engine processes).
+
+Counter names the timeline follows: ``sent``, ``received``, ``opened``; every
+error counts in its ``errors`` column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "HIGHEST_US",
+    "LOWEST_US",
+    "SIGNIFICANT_DIGITS",
+    "Histogram",
+    "LatencySummary",
+    "Metrics",
+    "Timeline",
+    "TimelinePoint",
+]
+
+#: Smallest and largest recordable duration, in microseconds, and the precision.
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+
+#: The timeline's per-interval histograms need less precision (and reset 7x faster).
+_TIMELINE_DIGITS = 2
+
+
+class Histogram:
+    """Durations in microseconds, 1 us .. 60 s, 3 significant digits, bounded memory.
+
+    >>> h = Histogram()
+    >>> for ms in (1, 2, 3, 4, 100):
+    ...     h.record(ms / 1000)
+    >>> h.count, h.percentile_us(50), h.max_us
+    (5, 3001, 100031)
+    """
+
+    __slots__ = ("_h", "clamped")
+
+    def __init__(self, digits: int = SIGNIFICANT_DIGITS) -> None:
+        self._h = HdrHistogram(LOWEST_US, HIGHEST_US, digits)
+        #: Values recorded as 60 s because they were longer (or below 1 us, recorded as 1 us: not counted).
+        self.clamped = 0
+
+    def record(self, seconds: float) -> None:
+        """Record one duration given in seconds (negative and sub-microsecond ones count as 1 us)."""
+        us = int(seconds * 1_000_000)
+        if us < LOWEST_US:
+            us = LOWEST_US
+        elif us > HIGHEST_US:
+            us = HIGHEST_US
+            self.clamped += 1
+        self._h.record_value(us)
+
+    def record_us(self, us: int, count: int = 1) -> None:
+        """Record ``count`` durations of ``us`` microseconds (clamped like :meth:`record`)."""
+        if us > HIGHEST_US:
+            us = HIGHEST_US
+            self.clamped += count
+        self._h.record_value(max(LOWEST_US, us), count)
+
+    @property
+    def count(self) -> int:
+        """How many values were recorded."""
+        return int(self._h.get_total_count())
+
+    @property
+    def max_us(self) -> int:
+        """The largest value (its bucket's highest equivalent), 0 when empty."""
+        return int(self._h.get_max_value()) if self.count else 0
+
+    @property
+    def min_us(self) -> int:
+        """The smallest value, 0 when empty."""
+        return int(self._h.get_min_value()) if self.count else 0
+
+    @property
+    def mean_us(self) -> float:
+        """The mean, 0.0 when empty."""
+        return float(self._h.get_mean_value()) if self.count else 0.0
+
+    def percentile_us(self, percentile: float) -> int:
+        """The value at ``percentile`` (0..100), 0 when empty."""
+        if not self.count:
+            return 0
+        return int(self._h.get_value_at_percentile(percentile))
+
+    def merge(self, other: Histogram) -> None:
+        """Add every value of ``other`` to this histogram."""
+        if other.count:
+            self._h.add(other._h)
+        self.clamped += other.clamped
+
+    def encode(self) -> str:
+        """The HdrHistogram compressed base64 text of this histogram ("" when empty)."""
+        if not self.count:
+            return ""
+        return bytes(self._h.encode()).decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str) -> Histogram:
+        """A histogram from :meth:`encode`'s text ("" is an empty one)."""
+        histogram = cls()
+        if text:
+            histogram._h.add(HdrHistogram.decode(text.encode("ascii")))
+        return histogram
+
+    def summary(self) -> LatencySummary:
+        """Count, mean and percentiles of this histogram, with its encoding."""
+        return LatencySummary(
+            count=self.count,
+            mean_us=round(self.mean_us, 1),
+            min_us=self.min_us,
+            p50_us=self.percentile_us(50),
+            p90_us=self.percentile_us(90),
+            p99_us=self.percentile_us(99),
+            p999_us=self.percentile_us(99.9),
+            max_us=self.max_us,
+            clamped=self.clamped,
+            hdr=self.encode(),
+        )
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """One latency metric of a step: percentiles in microseconds, and the histogram itself.
+
+    ``hdr`` is the histogram's encoding (:meth:`Histogram.encode`), so
+    summaries read back from JSON still merge exactly (:meth:`merged`).
+    """
+
+    count: int = 0
+    mean_us: float = 0.0
+    min_us: int = 0
+    p50_us: int = 0
+    p90_us: int = 0
+    p99_us: int = 0
+    p999_us: int = 0
+    max_us: int = 0
+    clamped: int = 0
+    hdr: str = ""
+
+    #: Statistic names as thresholds and reports spell them -> field.
+    STATS: ClassVar[dict[str, str]] = {
+        "p50": "p50_us",
+        "p90": "p90_us",
+        "p99": "p99_us",
+        "p99.9": "p999_us",
+        "max": "max_us",
+        "min": "min_us",
+        "mean": "mean_us",
+    }
+
+    def stat_us(self, stat: str) -> float:
+        """The statistic named ``stat`` (a key of :attr:`STATS`), in microseconds."""
+        return float(getattr(self, self.STATS[stat]))
+
+    def histogram(self) -> Histogram:
+        """The histogram behind this summary."""
+        histogram = Histogram.decode(self.hdr)
+        histogram.clamped = self.clamped
+        return histogram
+
+    def merged(self, other: LatencySummary) -> LatencySummary:
+        """The summary of both summaries' values together."""
+        histogram = self.histogram()
+        histogram.merge(other.histogram())
+        return histogram.summary()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; :meth:`from_dict` reads it back."""
+        return {
+            "count": self.count,
+            "mean_us": self.mean_us,
+            "min_us": self.min_us,
+            "p50_us": self.p50_us,
+            "p90_us": self.p90_us,
+            "p99_us": self.p99_us,
+            "p999_us": self.p999_us,
+            "max_us": self.max_us,
+            "clamped": self.clamped,
+            "hdr": self.hdr,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencySummary:
+        """The summary :meth:`to_dict` wrote."""
+        return cls(
+            count=int(data.get("count", 0)),
+            mean_us=float(data.get("mean_us", 0.0)),
+            min_us=int(data.get("min_us", 0)),
+            p50_us=int(data.get("p50_us", 0)),
+            p90_us=int(data.get("p90_us", 0)),
+            p99_us=int(data.get("p99_us", 0)),
+            p999_us=int(data.get("p999_us", 0)),
+            max_us=int(data.get("max_us", 0)),
+            clamped=int(data.get("clamped", 0)),
+            hdr=str(data.get("hdr", "")),
+        )
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One interval of a step: counts and the primary latency's p50/p99 (microseconds).
+
+    ``t`` is the interval's start in seconds from the step's start;
+    ``interval`` its length (1 s unless the timeline was compacted).
+    """
+
+    t: float
+    interval: float
+    sent: int = 0
+    received: int = 0
+    opened: int = 0
+    errors: int = 0
+    latency_count: int = 0
+    p50_us: int = 0
+    p99_us: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; :meth:`from_dict` reads it back."""
+        return {
+            "t": self.t,
+            "interval": self.interval,
+            "sent": self.sent,
+            "received": self.received,
+            "opened": self.opened,
+            "errors": self.errors,
+            "latency_count": self.latency_count,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TimelinePoint:
+        """The point :meth:`to_dict` wrote."""
+        return cls(
+            t=float(data["t"]),
+            interval=float(data["interval"]),
+            sent=int(data.get("sent", 0)),
+            received=int(data.get("received", 0)),
+            opened=int(data.get("opened", 0)),
+            errors=int(data.get("errors", 0)),
+            latency_count=int(data.get("latency_count", 0)),
+            p50_us=int(data.get("p50_us", 0)),
+            p99_us=int(data.get("p99_us", 0)),
+        )
+
+    def merged(self, other: TimelinePoint) -> TimelinePoint:
+        """This point and the next one as one point twice as long (p99: the larger)."""
+        count = self.latency_count + other.latency_count
+        p50 = (
+            round((self.p50_us * self.latency_count + other.p50_us * other.latency_count) / count)
+            if count
+            else 0
+        )
+        return TimelinePoint(
+            t=self.t,
+            interval=self.interval + other.interval,
+            sent=self.sent + other.sent,
+            received=self.received + other.received,
+            opened=self.opened + other.opened,
+            errors=self.errors + other.errors,
+            latency_count=count,
+            p50_us=p50,
+            p99_us=max(self.p99_us, other.p99_us),
+        )
+
+
+class Timeline:
+    """Per-interval counts and latency, bounded to ``max_points`` points (see the module docstring).
+
+    ``start`` is the step's start on the caller's clock; a ``now`` before it
+    counts in the first interval.  Call :meth:`points` at the end (it closes
+    the open interval).
+    """
+
+    def __init__(self, start: float, *, interval: float = 1.0, max_points: int = 3600) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0 s, got {interval!r}")
+        if max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {max_points!r}")
+        self.start = start
+        self.interval = interval
+        self.max_points = max_points
+        self._points: list[TimelinePoint] = []
+        self._index = 0
+        self._sent = self._received = self._opened = self._errors = 0
+        self._latency = Histogram(_TIMELINE_DIGITS)
+
+    def _roll(self, now: float) -> None:
+        if int((now - self.start) / self.interval) <= self._index:
+            return
+        self._close()
+        self._index += 1
+        # Empty intervals in between are points too: a stall shows as zeros, not as a gap.
+        # The index is recomputed each time: appending may have doubled the interval.
+        while self._index < int((now - self.start) / self.interval):
+            self._append(TimelinePoint(self._index * self.interval, self.interval))
+            self._index += 1
+
+    def _close(self) -> None:
+        latency = self._latency
+        self._append(
+            TimelinePoint(
+                t=self._index * self.interval,
+                interval=self.interval,
+                sent=self._sent,
+                received=self._received,
+                opened=self._opened,
+                errors=self._errors,
+                latency_count=latency.count,
+                p50_us=latency.percentile_us(50),
+                p99_us=latency.percentile_us(99),
+            )
+        )
+        self._sent = self._received = self._opened = self._errors = 0
+        if latency.count:
+            self._latency = Histogram(_TIMELINE_DIGITS)
+
+    def _append(self, point: TimelinePoint) -> None:
+        points = self._points
+        points.append(point)
+        # Only an even count is compacted, so every merged point covers two whole intervals
+        # and the point just closed (index len - 1) becomes index len / 2 - 1.
+        if len(points) >= self.max_points and len(points) % 2 == 0:
+            self._points = [points[i].merged(points[i + 1]) for i in range(0, len(points), 2)]
+            self.interval *= 2
+            self._index //= 2
+
+    def add(self, name: str, now: float, n: int = 1) -> None:
+        """Count ``n`` of ``sent``, ``received``, ``opened`` or ``errors`` at ``now``; other names are ignored."""
+        if now - self.start >= (self._index + 1) * self.interval:
+            self._roll(now)
+        if name == "sent":
+            self._sent += n
+        elif name == "received":
+            self._received += n
+        elif name == "opened":
+            self._opened += n
+        elif name == "errors":
+            self._errors += n
+
+    def latency(self, seconds: float, now: float) -> None:
+        """Record one primary-metric latency at ``now``."""
+        if now - self.start >= (self._index + 1) * self.interval:
+            self._roll(now)
+        self._latency.record(seconds)
+
+    def points(self, now: float | None = None) -> list[TimelinePoint]:
+        """Every closed interval plus the open one (up to ``now`` when given)."""
+        if now is not None:
+            self._roll(now)
+        points = list(self._points)
+        latency = self._latency
+        if self._sent or self._received or self._opened or self._errors or latency.count or not points:
+            points.append(
+                TimelinePoint(
+                    t=self._index * self.interval,
+                    interval=self.interval,
+                    sent=self._sent,
+                    received=self._received,
+                    opened=self._opened,
+                    errors=self._errors,
+                    latency_count=latency.count,
+                    p50_us=latency.percentile_us(50),
+                    p99_us=latency.percentile_us(99),
+                )
+            )
+        return points
+
+
+@dataclass
+class Metrics:
+    """The recorder of one step: named latencies, counters, errors by kind, gauges, a timeline.
+
+    Implements :class:`harness.load.scenarios.Recorder`.  ``primary`` is
+    the latency metric the timeline follows (the scenario's
+    :attr:`~harness.load.scenarios.Scenario.primary_metric`).
+
+    >>> m = Metrics(start=0.0, primary="publish")
+    >>> m.count("sent", 0.1)
+    >>> m.latency("publish", 0.002, 0.102)
+    >>> m.error("close:1008", 0.5)
+    >>> m.counters["sent"], m.errors["close:1008"], m.latencies["publish"].count
+    (1, 1, 1)
+    """
+
+    start: float
+    primary: str = "latency"
+    timeline_interval: float = 1.0
+    max_points: int = 3600
+    latencies: dict[str, Histogram] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+    timeline: Timeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timeline = Timeline(self.start, interval=self.timeline_interval, max_points=self.max_points)
+
+    def latency(self, name: str, seconds: float, now: float) -> None:
+        """Record a duration of metric ``name`` measured at ``now``."""
+        histogram = self.latencies.get(name)
+        if histogram is None:
+            histogram = self.latencies[name] = Histogram()
+        histogram.record(seconds)
+        if name == self.primary:
+            self.timeline.latency(seconds, now)
+
+    def count(self, name: str, now: float, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` at ``now``."""
+        counters = self.counters
+        counters[name] = counters.get(name, 0) + n
+        self.timeline.add(name, now, n)
+
+    def error(self, kind: str, now: float, n: int = 1) -> None:
+        """Count ``n`` errors of ``kind`` (``connect:refused``, ``handshake:403``, ``close:1008``...)."""
+        self.errors[kind] = self.errors.get(kind, 0) + n
+        self.timeline.add("errors", now, n)
+
+    def gauge(self, name: str, value: float) -> None:
+        """Set gauge ``name`` (a level, not a count: open connections at the end, RSS...)."""
+        self.gauges[name] = value
+
+    @property
+    def error_count(self) -> int:
+        """Errors of every kind together."""
+        return sum(self.errors.values())
+
+    def merge(self, other: Metrics) -> None:
+        """Add ``other``'s latencies, counters and errors; its gauges overwrite these (timelines are not merged)."""
+        for name, histogram in other.latencies.items():
+            self.latencies.setdefault(name, Histogram()).merge(histogram)
+        for name, n in other.counters.items():
+            self.counters[name] = self.counters.get(name, 0) + n
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        self.gauges.update(other.gauges)
+
+    def summaries(self) -> dict[str, LatencySummary]:
+        """Every latency metric's summary, by name."""
+        return {name: histogram.summary() for name, histogram in sorted(self.latencies.items())}
