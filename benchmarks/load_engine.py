@@ -52,7 +52,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ import psutil
 from _load_baselines import (
     EchoServer,
     Measurement,
-    Window,
     bare_echo_loop,
     bare_payload,
     cpu_seconds,
@@ -98,45 +96,39 @@ class Row:
 
 
 def run_engine(server: EchoServer, args: argparse.Namespace) -> Measurement:
-    """The harness's engine, ``publish`` on the generic profile, closed loop (one in flight per client)."""
+    """The harness's engine: ``publish`` on the generic profile, closed loop, one in flight per client.
+
+    Started with ``harness.load.start_background`` (its own thread and event
+    loop in this process, an unbounded duration) and stopped once the window
+    closes, so the engine's CPU is this process's, as for the bare loop.
+    """
     try:
-        from harness.load import engine as engine_module
-        from harness.load.scenarios import GenericProtocol, Publish
+        from harness.load import GenericProtocol, Publish, start_background
     except ImportError as exc:
         raise RuntimeError(
-            f"the harness's load engine is not importable ({exc}); expected harness.load.engine "
-            "(the asyncio engine of issue 11) next to harness.load.scenarios"
+            f"the harness's load engine is not importable ({exc}); expected "
+            "harness.load.start_background (harness/load/engine.py, issue 11)"
         ) from exc
-    run = getattr(engine_module, "run", None)
-    if run is None:
-        raise RuntimeError(
-            f"harness.load.engine has no run(); found {sorted(n for n in dir(engine_module) if not n.startswith('_'))}"
-        )
     scenario = Publish(
-        clients=args.clients, duration=args.warmup + args.duration + 2.0, protocol=GenericProtocol(),
-        size=args.size, inflight=1,
+        clients=args.clients, duration=math.inf, protocol=GenericProtocol(), size=args.size, inflight=1,
     )
     me = psutil.Process()
-    windows: list[Window] = []
-    errors: list[BaseException] = []
-    def measure() -> None:
-        try:
-            windows.append(
-                measure_window(server, lambda: cpu_seconds(me), warmup=args.warmup, duration=args.duration)
-            )
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
-            errors.append(exc)
-
-    watcher = threading.Thread(target=measure, name="engine-window", daemon=True)
-    watcher.start()
-    result = run(scenario, server.url)
-    watcher.join(timeout=30)
-    if errors:
-        raise errors[0]
-    if not windows:
-        raise RuntimeError("the engine's run ended before the measured window closed")
-    latency = result.latency("publish")
-    return Measurement("engine (publish, generic)", windows[0], latency.p50 * 1000, latency.p99 * 1000)
+    handle = start_background(scenario, server.url)
+    try:
+        window = measure_window(
+            server, lambda: cpu_seconds(me), warmup=args.warmup, duration=args.duration,
+            alive=lambda: not handle.done,
+        )
+    finally:
+        result = handle.stop(timeout=STOP_DEADLINE_S)
+    if result.aborted:
+        raise RuntimeError(f"the engine's run was aborted: {result.aborted}")
+    total = result.total
+    latency = total.latency.get("publish")
+    if latency is None or not latency.count:
+        raise RuntimeError(f"the engine recorded no publish latency; counters {total.counters}, errors {total.errors}")
+    notes = [f"errors {total.errors}"] if total.errors else []
+    return Measurement("engine (publish, generic)", window, latency.p50_us / 1000, latency.p99_us / 1000, notes)
 
 
 # ----------------------------------------------------------------------------- Locust
