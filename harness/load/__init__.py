@@ -24,7 +24,7 @@ neither asyncio nor websockets.  See docs/load.md.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LoadConfigError, LoadError, LoadServerError
 from .metrics import Histogram, LatencySummary, Metrics, Timeline, TimelinePoint
@@ -54,14 +54,30 @@ from .scenarios import (
 )
 from .thresholds import Threshold, evaluate, parse_all
 
-_LAZY: dict[str, str] = {}
+if TYPE_CHECKING:
+    from .embedded import EmbeddedServer, start_embedded_server
+    from .engine import BackgroundRun, EngineOptions, Progress, arun, run, start_background
+
+_LAZY = {
+    "EmbeddedServer": ".embedded",
+    "start_embedded_server": ".embedded",
+    "BackgroundRun": ".engine",
+    "EngineOptions": ".engine",
+    "Progress": ".engine",
+    "arun": ".engine",
+    "run": ".engine",
+    "start_background": ".engine",
+}
 
 __all__ = [
     "SCENARIOS",
+    "BackgroundRun",
     "Close",
     "Connect",
     "Connections",
     "Drop",
+    "EmbeddedServer",
+    "EngineOptions",
     "Fanout",
     "GenericProtocol",
     "Histogram",
@@ -73,6 +89,7 @@ __all__ = [
     "LoadServerError",
     "Metrics",
     "NovaProtocol",
+    "Progress",
     "Publish",
     "Ramp",
     "ReconnectStorm",
@@ -89,11 +106,15 @@ __all__ = [
     "Timeline",
     "TimelinePoint",
     "VirtualClient",
+    "arun",
     "create",
     "evaluate",
     "parse_all",
     "parse_values",
     "read_json",
+    "run",
+    "start_background",
+    "start_embedded_server",
     "write_csv",
     "write_json",
 ]

@@ -607,8 +607,9 @@ class Session:
     def finish(self, now: float) -> None:
         """Record what only the end knows: messages lost for good, open connections."""
         recorder = self.recorder
-        lost = sum(c.lost() for c in self.made.values())
-        recorder.count("lost", now, lost)
+        trackers = [c for c in self.made.values() if c.tracks_seqs]
+        if trackers:
+            recorder.count("lost", now, sum(c.lost() for c in trackers))
         unconfirmed = sum(c.unconfirmed for c in self.made.values())
         if unconfirmed:
             recorder.count("unconfirmed", now, unconfirmed)
@@ -671,6 +672,9 @@ class VirtualClient:
     def settled(self) -> bool:
         """Nothing outstanding (subclasses: confirmations, seqs)."""
         return True
+
+    #: Whether this client checks a channel's seqs (then :meth:`lost` means something).
+    tracks_seqs: bool = False
 
     def lost(self) -> int:
         """Messages this client should have received and never will."""
@@ -759,17 +763,19 @@ class VirtualClient:
     def closed(self, code: int, reason: str, now: float) -> list[Action]:
         """The socket closed with ``code`` (1006: it dropped without a close frame)."""
         was = self.state
-        self.next_tick = None if not self.sending else self.next_tick
         if was == self.DROPPED:
             return self._connect_again(now)
         if self._stopping or was == self.CLOSING:
             self.state = self.CLOSED
+            self.next_tick = None
             return _NOTHING
         self.recorder.count("closed_by_server", now)
         self.recorder.error(f"close:{code}", now)
         if self.reconnect and code not in self.protocol.no_reconnect:
+            # Timers go on while reconnecting (a publisher counts the sends it misses).
             return self._connect_again(now)
         self.state = self.CLOSED
+        self.next_tick = None
         return _NOTHING
 
     def begin(self, now: float) -> list[Action]:
@@ -921,6 +927,8 @@ class _Publisher(VirtualClient):
 
 class _Subscriber(VirtualClient):
     """Subscribes to the channel, checks every seq arrives once and in order, measures delivery."""
+
+    tracks_seqs = True
 
     def __init__(self, session: Session, index: int, *, drops: list[float], reconnect: bool) -> None:
         super().__init__(session, index)
