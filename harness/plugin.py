@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .client import WsClient
     from .faults import Faults
     from .helper import WebSocketTestHelper
+    from .load.fixture import LoadRuns
     from .server import ServerUnderTest
 
 _HELPER_KEY = pytest.StashKey["WebSocketTestHelper"]()
@@ -282,3 +283,29 @@ def ws_client(
     finally:
         for client in clients:
             client.close(timeout=2)
+
+
+@pytest.fixture
+def ws_load(
+    request: pytest.FixtureRequest, ws_server: ServerUnderTest, ws_config: WsConfig, ws_server_pool: ServerPool
+) -> Iterator[LoadRuns]:
+    """Load in the background against ``ws_server`` while the test runs (:class:`harness.load.LoadRuns`).
+
+    ``ws_load("fanout", subscribers=20, rate=50)`` starts a scenario (by its
+    ``nova-ws load`` name with its parameters, or a scenario object) on its
+    own thread, speaking the app's profile (Nova, authenticated with
+    ``ws_api_key``, or the generic protocol), and returns once its clients
+    are connected; ``.stop()`` ends it and returns its figures (a
+    :class:`harness.load.RunResult`).  At teardown runs still going are
+    stopped, and a run that was aborted or missed one of its
+    ``thresholds=[...]`` fails the test (``check=False`` opts a run out).
+    """
+    from .load.fixture import LoadRuns
+
+    profile = ws_server_pool.profile(ws_config, request.config.rootpath)
+    runs = LoadRuns.for_server(ws_server, profile.name)
+    try:
+        yield runs
+    finally:
+        runs.stop_all()
+    runs.check()
