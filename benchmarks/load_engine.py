@@ -248,7 +248,7 @@ def ensure_artillery(folder: Path, version: str) -> tuple[Path | None, str]:
     npm = shutil.which("npm")
     node = shutil.which("node")
     if npm is None or node is None:
-        return None, "Artillery skipped: npm or node is not on PATH (apt-get install npm, or install Node.js)"
+        return None, "npm or node is not on PATH (apt-get install npm, or install Node.js)"
     folder.mkdir(parents=True, exist_ok=True)
     print(f"installing artillery@{version} into {folder} with npm (once: --artillery-dir keeps it) ...", flush=True)
     # --ignore-scripts: Artillery's Playwright dependency downloads a browser in its install script,
@@ -261,9 +261,9 @@ def ensure_artillery(folder: Path, version: str) -> tuple[Path | None, str]:
             env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
         )
     except subprocess.TimeoutExpired:
-        return None, f"Artillery skipped: npm install took over {NPM_INSTALL_TIMEOUT_S:g} s"
+        return None, f"npm install took over {NPM_INSTALL_TIMEOUT_S:g} s"
     if done.returncode != 0 or not exe.exists():
-        return None, f"Artillery skipped: {' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+        return None, f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
     return exe, f"artillery {version} installed into {folder}"
 
 
@@ -368,15 +368,17 @@ def _print_report(rounds: list[list[Row]], args: argparse.Namespace) -> None:
     print()
     print("ratios (medians of the per-round ratios)")
     rate = ratio("engine", "bare", lambda m: m.window.rate)
-    print(f"engine / bare msgs/s:                  {_fmt(rate, '.2f')}  (goal >= 0.80)")
-    print(f"engine / bare msgs per CPU-second:     {_fmt(ratio('engine', 'bare', lambda m: m.window.per_cpu_second), '.2f')}")
+    bare_cpu = ratio("engine", "bare", lambda m: m.window.per_cpu_second)
+    bare_p99 = ratio("engine", "bare", lambda m: m.p99_ms)
+    print(f"engine / bare:               msgs/s {_fmt(rate, '.2f')}  (goal >= 0.80); "
+          f"msgs per CPU-second {_fmt(bare_cpu, '.2f')}; p99 {_fmt(bare_p99, '.2f')}")
     for name in names:
         if name in ("bare", "engine"):
             continue
         cpu_ratio = ratio("engine", name, lambda m: m.window.per_cpu_second)
         p99_ratio = ratio("engine", name, lambda m: m.p99_ms)
-        print(f"engine / {name + ' msgs per CPU-second:':<29} {_fmt(cpu_ratio, '.2f')}  (goal > 1.00); "
-              f"p99 engine / {name}: {_fmt(p99_ratio, '.2f')}")
+        print(f"engine / {name + ':':<19} msgs per CPU-second {_fmt(cpu_ratio, '.2f')}  (goal > 1.00); "
+              f"p99 {_fmt(p99_ratio, '.2f')}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -408,14 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nova-load-bench-") as tmp:
         out = args.out or Path(tmp) / "reports"
         out.mkdir(parents=True, exist_ok=True)
-        notes: list[str] = []
         artillery: Path | None = None
-        artillery_note = "Artillery skipped: --skip-artillery"
+        artillery_note = "--skip-artillery"
         if not args.skip_artillery:
             artillery, artillery_note = ensure_artillery(args.artillery_dir or Path(tmp) / "artillery",
                                                          args.artillery_version)
-            print(artillery_note, flush=True)
-        notes.append(artillery_note)
+            print(artillery_note if artillery else f"Artillery skipped: {artillery_note}", flush=True)
         rounds: list[list[Row]] = []
         with EchoServer() as server:
             print(f"echo server pid {server.pid} on {server.url}", flush=True)
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 for workers in args.locust_workers:
                     plan.append((
-                        f"locust {workers}",
+                        "locust standalone" if workers == 0 else f"locust master+{workers}w",
                         None if args.skip_locust else partial(run_locust, server, args, workers, out, f"r{index}"),
                         "--skip-locust" if args.skip_locust else None,
                     ))
