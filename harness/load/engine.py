@@ -686,7 +686,7 @@ class _Step:
             errors=dict(metrics.errors),
             gauges=gauges,
             latency=metrics.summaries(),
-            timeline=metrics.timeline.points(self.clock()),
+            timeline=metrics.timeline_points(self.clock()),
             aborted=aborted,
         )
 

@@ -48,26 +48,38 @@ def test_an_empty_histogram_summarises_as_zeros() -> None:
 
 
 def test_timeline_has_one_point_per_second_with_zeros_for_stalls() -> None:
-    timeline = Timeline(start=100.0)
-    timeline.add("sent", 100.2, 5)
-    timeline.latency(0.002, 100.3)
-    timeline.add("received", 102.5)  # nothing happened in second 1
-    points = timeline.points()
-    assert [(p.t, p.sent, p.received) for p in points] == [(0.0, 5, 0), (1.0, 0, 0), (2.0, 0, 1)]
+    metrics = Metrics(start=100.0, primary="publish")
+    metrics.count("sent", 100.2, 5)
+    metrics.latency("publish", 0.002, 100.3)
+    metrics.error("close:1006", 100.9)
+    metrics.count("received", 102.5)  # nothing happened in second 1
+    points = metrics.timeline_points(102.6)
+    assert [(p.t, p.sent, p.received, p.errors) for p in points] == [(0.0, 5, 0, 1), (1.0, 0, 0, 0), (2.0, 0, 1, 0)]
     assert points[0].latency_count == 1
-    assert points[0].p99_us == pytest.approx(2000, rel=0.01)
+    assert points[0].p99_us == 2000
+
+
+def test_timeline_percentiles_come_from_a_bounded_sample() -> None:
+    timeline = Timeline(start=0.0)
+    for i in range(100_000):
+        timeline.latency((i % 1000 + 1) / 1_000_000, 0.5)  # 1..1000 us, uniform
+    assert len(timeline._samples) <= Timeline.SAMPLE
+    (point,) = timeline.points(0.9, (0, 0, 0, 0))
+    assert point.latency_count == 100_000
+    assert point.p50_us == pytest.approx(500, rel=0.05)
+    assert point.p99_us == pytest.approx(990, rel=0.02)
 
 
 def test_timeline_stays_bounded_by_merging_neighbours() -> None:
-    timeline = Timeline(start=0.0, max_points=8)
+    metrics = Metrics(start=0.0, primary="publish", max_points=8)
     for second in range(100):
-        timeline.add("sent", second + 0.5)
-        timeline.latency(0.001 * (10 if second == 37 else 1), second + 0.5)
-    points = timeline.points()
+        metrics.count("sent", second + 0.5)
+        metrics.latency("publish", 0.001 * (10 if second == 37 else 1), second + 0.5)
+    points = metrics.timeline_points(99.9)
     assert len(points) <= 8
     assert sum(p.sent for p in points) == 100
     assert all(p.interval == points[0].interval for p in points[:-1])
-    assert max(p.p99_us for p in points) == pytest.approx(10_000, rel=0.01)  # the spike survives
+    assert max(p.p99_us for p in points) == 10_000  # the spike survives
 
 
 def test_metrics_record_counters_errors_and_merge() -> None:

@@ -18,7 +18,7 @@ def _step(index: int, ms: float, errors: int = 0) -> StepResult:
         index=index, parameters={"rate": 100.0 * (index + 1)}, started=float(index), setup=0.1,
         duration=1.0, offered_rate=100.0, achieved_rate=100.0, throughput=100.0,
         counters=dict(metrics.counters), errors=dict(metrics.errors),
-        latency=metrics.summaries(), timeline=metrics.timeline.points(1.0),
+        latency=metrics.summaries(), timeline=metrics.timeline_points(1.0),
     )
 
 
