@@ -81,7 +81,7 @@ class Histogram:
 
     def record(self, seconds: float) -> None:
         """Record one duration given in seconds (negative and sub-microsecond ones count as 1 us)."""
-        us = int(seconds * 1_000_000)
+        us = int(seconds * 1_000_000 + 0.5)
         if us < LOWEST_US:
             us = LOWEST_US
         elif us > HIGHEST_US:

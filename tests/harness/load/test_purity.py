@@ -46,3 +46,12 @@ def test_all_lists_exactly_the_public_names_and_each_is_documented() -> None:
             assert inspect.getdoc(obj), f"harness.load.{name} has no docstring"
     public = {n for n, v in vars(harness.load).items() if not n.startswith("_") and not inspect.ismodule(v)}
     assert public - {"annotations", "importlib", "TYPE_CHECKING", "Any"} <= set(harness.load.__all__)
+
+
+@pytest.mark.parametrize("module", ["scenarios", "metrics", "ramp"])
+def test_the_examples_in_docstrings_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    failed, attempted = doctest.testmod(importlib.import_module(f"harness.load.{module}"))
+    assert attempted > 0 and failed == 0
