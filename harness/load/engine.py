@@ -299,6 +299,9 @@ class _Step:
         self.background: set[asyncio.Task[Any]] = set()
         self.rss: tuple[int, int, int] | None = None
         self.phase_started = self.clock()
+        #: The first unexpected exception of a client task: the run ends, aborted, naming it.
+        self.crash: Exception | None = None
+        self.progress_error: str | None = None
 
     # -- events from clients
 
@@ -364,6 +367,17 @@ class _Step:
     # -- one client's socket, from first connect to last close
 
     async def _drive(self, slot: _Slot) -> None:
+        try:
+            await self._drive_client(slot)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ends the run with the figures, and says why
+            if self.crash is None:
+                self.crash = exc
+            self.setup_complete.set()
+            self.everyone_gone.set()
+
+    async def _drive_client(self, slot: _Slot) -> None:
         vc = slot.vc
         clock = self.clock
         options = self.options
@@ -483,7 +497,11 @@ class _Step:
             return
         while True:
             await asyncio.sleep(self.options.progress_interval)
-            callback(self.progress())
+            try:
+                callback(self.progress())
+            except Exception as exc:  # noqa: BLE001 - a broken progress line must not cost the figures
+                self.progress_error = f"on_progress raised {exc!r}; no further progress was reported"
+                return
 
     def progress(self) -> Progress:
         """The figures so far."""
@@ -566,7 +584,9 @@ class _Step:
             await self._wait(self.setup_complete, self.stop_requested, timeout=setup_timeout)
             setup = clock() - started
             ready = sum(1 for s in self.slots if s.vc.ready and s.vc.live)
-            if ready == 0 and not self.stop_requested.is_set():
+            if self.crash is not None:
+                pass
+            elif ready == 0 and not self.stop_requested.is_set():
                 aborted = (
                     f"no client could connect to {self.base_url} within {setup:.1f} s: "
                     f"{_top_errors(self.metrics.errors)}"
@@ -603,7 +623,7 @@ class _Step:
                 throughput_after = counters.get(counter, 0)
                 self._stop_pacing()
                 await pacer
-                if self.everyone_gone.is_set() and not self.stop_requested.is_set():
+                if self.everyone_gone.is_set() and not self.stop_requested.is_set() and self.crash is None:
                     aborted = (
                         f"every connection was closed {measured:.1f} s into the run: "
                         f"{_top_errors(self.metrics.errors)}"
@@ -627,7 +647,9 @@ class _Step:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
-        if aborted is None and self.stop_requested.is_set():
+        if self.crash is not None:
+            aborted = f"the load engine failed: {self.crash!r}"
+        elif aborted is None and self.stop_requested.is_set():
             aborted = getattr(self.stop_requested, "reason", None)
         return self._result(started, setup, measured, sent_before, throughput_before, aborted)
 
@@ -818,21 +840,27 @@ async def _run_steps(
                 scenario = target.next_step(steps)
                 if scenario is None:
                     break
-                step = await _Step(
+                runner = _Step(
                     _prepare(scenario, f"{tag}s{len(steps)}", started_at), base_url, options, stop,
                     index=len(steps), steps=total, run_started=run_started, server_pid=server_pid,
                     on_progress=on_progress, on_measuring=on_measuring,
-                ).execute()
+                )
+                step = await runner.execute()
+                if runner.progress_error:
+                    warnings.append(runner.progress_error)
                 steps.append(step.with_degraded(target.degraded(step)))
             name, parameters = target.name, target.parameters()
             knee = target.knee(steps)
             primary, counter = target.primary_metric, target.throughput_counter
         else:
-            step = await _Step(
+            runner = _Step(
                 _prepare(target, tag, started_at), base_url, options, stop,
                 index=0, steps=1, run_started=run_started, server_pid=server_pid,
                 on_progress=on_progress, on_measuring=on_measuring,
-            ).execute()
+            )
+            step = await runner.execute()
+            if runner.progress_error:
+                warnings.append(runner.progress_error)
             steps.append(step)
             name, parameters, knee = target.name, target.parameters(), None
             primary, counter = target.primary_metric, target.throughput_counter

@@ -256,3 +256,35 @@ def test_with_no_url_the_embedded_server_is_started_and_its_rss_reported() -> No
     assert result.server is not None and result.server.connections == 20
     assert result.server.rss_loaded > 0
     assert result.to_dict()["server"]["rss_per_connection"] is not None
+
+
+def test_a_failing_progress_callback_costs_no_figures(server_factory: Any) -> None:
+    server = server_factory(**UNLIMITED)
+
+    def broken(progress: Any) -> None:
+        raise RuntimeError("terminal gone")
+
+    options = EngineOptions(progress_interval=0.05, setup_timeout=5.0)
+    result = _run(Publish(clients=1, rate=50.0, duration=0.3), _base(server), options=options, on_progress=broken)
+    assert result.aborted is None
+    assert result.steps[0].counter("confirmed") > 0
+    assert any("on_progress raised RuntimeError('terminal gone')" in w for w in result.warnings)
+
+
+def test_a_scenario_that_fails_ends_the_run_naming_the_error(ws_app: Callable[..., WsApp]) -> None:
+    from harness.load.scenarios import VirtualClient
+
+    class Broken(Publish):
+        def make_client(self, session: Any, index: int) -> VirtualClient:
+            client = super().make_client(session, index)
+
+            def frame(text: str, now: float) -> list[Any]:
+                raise ValueError("bad state machine")
+
+            client.frame = frame  # type: ignore[method-assign]
+            return client
+
+    app = ws_app()
+    result = _run(Broken(clients=2, rate=None, duration=5.0, protocol=GenericProtocol()), app.url)
+    assert result.aborted == "the load engine failed: ValueError('bad state machine')"
+    assert result.steps[0].counter("sent") >= 1
