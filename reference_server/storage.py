@@ -42,6 +42,7 @@ for a lock, so a foreign writer makes the server's writes fail instead).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ import sqlite3
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -94,6 +95,10 @@ CREATE TABLE IF NOT EXISTS threads (
     title TEXT NOT NULL,
     created_by TEXT NOT NULL,
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wal_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS client_errors (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -168,16 +173,18 @@ class ChannelInfo:
 
 @dataclass(frozen=True)
 class StorageStats:
-    """Counters since :meth:`Storage.open`, for tests and benchmarks.
+    """Counters since the :class:`Storage` was made (kept after close), for tests and benchmarks.
 
     ``writes``: write operations run (each a message, thread or client error);
     ``commits``: transactions committed, fewer than ``writes`` when group commit
-    batched them; ``checkpoints``: ``PASSIVE`` checkpoints the checkpointer thread ran.
+    batched them; ``checkpoints``: ``PASSIVE`` checkpoints the checkpointer thread ran;
+    ``wal_generations``: times it started the WAL file over.
     """
 
     writes: int
     commits: int
     checkpoints: int
+    wal_generations: int
 
 
 _Result = tuple["_Job", Any, "BaseException | None"]
@@ -202,12 +209,13 @@ class _Job:
 class _Writer:
     """One event loop's writes: the group gathering, and whether a commit is in flight."""
 
-    __slots__ = ("busy", "idle", "pending", "scheduled")
+    __slots__ = ("busy", "deferred", "idle", "pending", "scheduled")
 
     def __init__(self) -> None:
         self.pending: list[_Job] = []
         self.scheduled = False
-        self.busy = False
+        self.busy = False  # a writer thread is committing this loop's previous group
+        self.deferred = False  # waiting for the checkpointer's gate
         self.idle: asyncio.Future[None] | None = None
 
 
@@ -225,6 +233,30 @@ def _settle(results: list[_Result]) -> None:
             job.future.set_exception(error)
         else:
             job.future.set_result(value)
+
+
+def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
+    """The loop's queue of callbacks still to run in this iteration and the next, if it has one.
+
+    ``asyncio``'s loops keep it in ``_ready``; a loop without one (uvloop) gets
+    group commit one iteration later, every write, which is correct but slower.  An
+    ``asyncio`` loop without it (a Python that changed the internal) is logged once.
+    """
+    ready = getattr(loop, "_ready", None)
+    if isinstance(ready, collections.deque):
+        return ready
+    if isinstance(loop, asyncio.BaseEventLoop) and type(loop) not in _WARNED_LOOP_TYPES:
+        _WARNED_LOOP_TYPES.add(type(loop))
+        log.warning(
+            "asyncio's %s on Python %s has no _ready deque (an internal reference_server/storage.py "
+            "reads to commit a lone write at once): every write now waits one loop iteration; "
+            "update _ready_queue in reference_server/storage.py for this Python",
+            type(loop).__name__, sys.version.split()[0],
+        )
+    return None
+
+
+_WARNED_LOOP_TYPES: set[type] = set()
 
 
 def _lock_exclusively(path: Path) -> int | None:
@@ -254,6 +286,186 @@ def _lock_exclusively(path: Path) -> int | None:
     return fd
 
 
+#: The write that starts a WAL generation: the first frame of a WAL file is written
+#: with its header, and SQLite syncs that header (so out-of-order writes after a
+#: restart cannot corrupt the database).  Only the checkpointer and ``open`` run it.
+_NEW_GENERATION_SQL = (
+    "INSERT INTO wal_generation (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
+)
+
+
+class _Checkpointer:
+    """Checkpoints the WAL and recycles it on its own thread and connections.
+
+    Two kinds of ``fsync`` happen in WAL mode under ``synchronous=NORMAL``: a
+    checkpoint syncs the WAL and the database file, and the first write of a new WAL
+    generation (after a checkpoint copied everything back, the next writer starts the
+    WAL file over) syncs the WAL header.  Both happen here, never in a writer's commit:
+
+    - a *pin* (a connection holding a read transaction) keeps some WAL frames in use,
+      so no writer can restart the WAL; two pins take turns so the pinned point moves
+      forward after each checkpoint;
+    - ``PASSIVE`` checkpoints copy frames up to the pinned point while writers append;
+    - once a checkpoint has copied everything (a pause in writes), or the WAL has
+      ``recycle_frames`` frames, the checkpointer holds the *gate*: writers keep
+      their groups pending (the event loop never waits, see :meth:`try_enter`), the
+      pins let go, the last frames are copied, and the checkpointer's own write starts
+      the new generation, syncing its header; then it pins again and lets writers in.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        interval_s: float,
+        recycle_frames: int,
+        path: Path,
+    ) -> None:
+        self._connect = connect
+        self._interval_s = interval_s
+        self._recycle_frames = recycle_frames
+        self._path = path
+        self._conn = connect()
+        self._pins = [connect(), connect()]
+        self._pinned: sqlite3.Connection | None = None
+        self._gate = threading.Lock()
+        self._deferral = threading.Lock()
+        self._deferred: list[
+            tuple[Callable[[asyncio.AbstractEventLoop, _Writer], None], asyncio.AbstractEventLoop, _Writer]
+        ] = []
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.writes = 0  # bumped by the writers; read here to skip idle rounds
+        self.checkpoints = 0
+        self.generations = 0
+
+    # ------------------------------------------------------------ writers' side
+
+    def try_enter(
+        self,
+        resume: Callable[[asyncio.AbstractEventLoop, _Writer], None],
+        loop: asyncio.AbstractEventLoop,
+        writer: _Writer,
+        *,
+        defer: bool = True,
+    ) -> bool:
+        """Take the gate without waiting.
+
+        If the checkpointer holds it, return False, and with ``defer`` have
+        ``resume(loop, writer)`` called on ``loop`` once it lets go.
+        """
+        if self._gate.acquire(blocking=False):
+            return True
+        if not defer:
+            return False
+        with self._deferral:
+            if self._gate.acquire(blocking=False):  # released in between
+                return True
+            self._deferred.append((resume, loop, writer))
+            return False
+
+    def enter(self) -> None:
+        """Take the gate, waiting (a writer thread's commits may wait; the loop's never do)."""
+        self._gate.acquire()
+
+    def leave(self) -> None:
+        self._gate.release()
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Pin the WAL (``open`` has written its first frame) and start the thread."""
+        self._pin(self._pins[0])
+        self._thread = threading.Thread(target=self._run, name="nova-sqlite-checkpointer", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, final_checkpoint: bool) -> None:
+        """Stop the thread, let go of the pins, ``TRUNCATE`` the WAL if asked, close the connections."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        try:
+            self._unpin()
+            if final_checkpoint:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            for conn in (*self._pins, self._conn):
+                conn.close()
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        settled_at = -1  # writes counted when the WAL was last recycled: nothing new since
+        while True:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            if self._stop:
+                return
+            if self.writes == settled_at:
+                continue
+            try:
+                settled = self._round()
+            except sqlite3.Error as exc:
+                log.warning(
+                    "WAL checkpoint of %s failed, retried within %.1f s: %s", self._path, self._interval_s, exc
+                )
+                continue
+            if settled is not None:
+                settled_at = settled
+
+    def _round(self) -> int | None:
+        """One checkpoint; returns the write count if the WAL was recycled, else None."""
+        _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.checkpoints += 1
+        if frames and (copied == frames or frames >= self._recycle_frames):
+            return self._recycle()
+        spare = self._pins[1] if self._pinned is self._pins[0] else self._pins[0]
+        old = self._pinned
+        self._pin(spare)  # the new pin first: the WAL is never without one
+        if old is not None:
+            old.rollback()
+        return None
+
+    def _recycle(self) -> int | None:
+        self._gate.acquire()
+        try:
+            writes = self.writes
+            self._unpin()
+            _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            recycled = frames > 0 and copied == frames
+            if recycled:
+                self._conn.execute(_NEW_GENERATION_SQL)
+                self.generations += 1
+            self._pin(self._pins[0])
+        finally:
+            with self._deferral:
+                self._gate.release()
+                deferred, self._deferred = self._deferred, []
+            for resume, loop, writer in deferred:
+                try:
+                    loop.call_soon_threadsafe(resume, loop, writer)
+                except RuntimeError:  # the loop is closed: nobody awaits its writes any more
+                    pass
+        return writes if recycled else None
+
+    def _pin(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN")
+        conn.execute("SELECT n FROM wal_generation").fetchall()
+        self._pinned = conn
+
+    def _unpin(self) -> None:
+        for conn in self._pins:
+            if conn.in_transaction:
+                conn.rollback()
+        self._pinned = None
+
+
 class Storage:
     """Async facade over SQLite: commits on the event loop, checkpoints on a thread.
 
@@ -275,24 +487,30 @@ class Storage:
         busy_timeout_s: float = 5.0,
         checkpoint_interval_s: float = 1.0,
         checkpoint_after_writes: int = 300,
+        recycle_wal_frames: int = 20_000,
     ) -> None:
         """Describe a database; nothing is opened until :meth:`open`.
 
-        ``checkpoint_after_writes`` (about two WAL pages each) and
-        ``checkpoint_interval_s`` say when the checkpointer thread runs a ``PASSIVE``
-        checkpoint; ``busy_timeout_s`` bounds the checkpointer's and writer thread's
-        waits for SQLite's locks (the event loop's connection never waits).
+        The checkpointer thread runs a ``PASSIVE`` checkpoint after
+        ``checkpoint_after_writes`` writes (about two WAL pages each) or every
+        ``checkpoint_interval_s`` seconds with anything new; it starts the WAL over
+        after a checkpoint that copied everything, or, under writes that never
+        pause, once the WAL has ``recycle_wal_frames`` frames.  ``busy_timeout_s``
+        bounds the waits of the checkpointer's and the writer thread's connections for
+        SQLite's locks; the event loop's connection never waits for one.
         """
-        if checkpoint_interval_s <= 0 or checkpoint_after_writes < 1:
+        if checkpoint_interval_s <= 0 or checkpoint_after_writes < 1 or recycle_wal_frames < 1:
             raise ValueError(
-                "checkpoint_interval_s must be > 0 and checkpoint_after_writes >= 1; got "
-                f"{checkpoint_interval_s!r} and {checkpoint_after_writes!r}"
+                "checkpoint_interval_s must be > 0, checkpoint_after_writes and recycle_wal_frames "
+                f">= 1; got {checkpoint_interval_s!r}, {checkpoint_after_writes!r} and "
+                f"{recycle_wal_frames!r}"
             )
         self.path = Path(path)
         self._synchronous = synchronous.upper()
         self._busy_timeout_s = busy_timeout_s
         self._checkpoint_interval_s = checkpoint_interval_s
         self._checkpoint_after_writes = checkpoint_after_writes
+        self._recycle_wal_frames = recycle_wal_frames
         self._memory = str(self.path) == ":memory:"
         self._open = False
         # The loop connection serves reads (and writes, committing on the loop) from
@@ -301,16 +519,13 @@ class Storage:
         self._conn: sqlite3.Connection | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._writer_pool: ThreadPoolExecutor | None = None
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._checkpoint_wake = threading.Event()
-        self._checkpoint_stop = False
+        self._checkpointer: _Checkpointer | None = None
         self._lock_fd: int | None = None
         self._writers: dict[asyncio.AbstractEventLoop, _Writer] = {}
         self._writes = 0
         self._commits = 0
-        self._checkpoints = 0
-        self._writes_at_wake = 0
+        self._writes_at_nudge = 0
+        self._checkpoint_counts = (0, 0)
         self._known_threads: set[str] = set()  # threads are never deleted: a found id stays found
 
     # ------------------------------------------------------------ lifecycle
@@ -352,19 +567,19 @@ class Storage:
             if not self._memory:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
-            conn.execute("PRAGMA busy_timeout=0")
             if self._memory:
                 return
+            # Here, off the loop: the first frame of a WAL file syncs its header.
+            conn.execute(_NEW_GENERATION_SQL)
+            conn.execute("PRAGMA busy_timeout=0")
             if not self.commits_on_event_loop:
                 self._writer_conn = self._connect(self._busy_timeout_s)
                 self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="nova-sqlite-writer")
-            self._checkpoint_conn = self._connect(self._busy_timeout_s)
-            self._checkpoint_stop = False
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop,
-                args=(self._checkpoint_conn,),
-                name="nova-sqlite-checkpointer",
-                daemon=True,
+            self._checkpointer = _Checkpointer(
+                lambda: self._connect(self._busy_timeout_s),
+                interval_s=self._checkpoint_interval_s,
+                recycle_frames=self._recycle_wal_frames,
+                path=self.path,
             )
             self._checkpointer.start()
         except BaseException:
@@ -382,35 +597,27 @@ class Storage:
         loop = asyncio.get_running_loop()
         writer = self._writers.get(loop)
         if writer is not None:
-            if writer.pending and not writer.busy:
-                self._flush(loop, writer)
+            self._flush(loop, writer)
             if writer.busy or writer.pending:
                 writer.idle = loop.create_future()
                 await writer.idle
         await asyncio.to_thread(self._teardown_sync, final_checkpoint=True)
 
     def _teardown_sync(self, *, final_checkpoint: bool) -> None:
-        self._checkpoint_stop = True
-        self._checkpoint_wake.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=30)
-            self._checkpointer = None
+        failure: BaseException | None = None
         if self._writer_pool is not None:
             self._writer_pool.shutdown(wait=True)
             self._writer_pool = None
-        failure: BaseException | None = None
-        if final_checkpoint:
+        if self._checkpointer is not None:
+            self._checkpoint_counts = (self._checkpointer.checkpoints, self._checkpointer.generations)
             try:
-                ckpt = self._checkpoint_conn or self._conn
-                if ckpt is not None and not self._memory:
-                    ckpt.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                self._checkpointer.stop(final_checkpoint=final_checkpoint)
             except BaseException as exc:  # noqa: BLE001 - raised once everything is closed
                 failure = exc
-        for name in ("_checkpoint_conn", "_writer_conn"):
-            conn: sqlite3.Connection | None = getattr(self, name)
-            if conn is not None:
-                conn.close()
-                setattr(self, name, None)
+            self._checkpointer = None
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -422,37 +629,6 @@ class Storage:
         if failure is not None:
             raise failure
 
-    # ------------------------------------------------------------ the checkpointer thread
-
-    def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
-        seen = 0
-        while True:
-            self._checkpoint_wake.wait(self._checkpoint_interval_s)
-            self._checkpoint_wake.clear()
-            if self._checkpoint_stop:
-                return
-            writes = self._writes
-            if writes == seen:
-                continue
-            seen = writes
-            try:
-                # PASSIVE never blocks writers: commits keep appending while it copies.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                log.warning(
-                    "WAL checkpoint of %s failed, retried within %.1f s: %s",
-                    self.path, self._checkpoint_interval_s, exc,
-                )
-                seen = 0
-                continue
-            self._checkpoints += 1
-
-    def _wake_checkpointer(self, writes: int) -> None:
-        self._writes += writes
-        if self._writes - self._writes_at_wake >= self._checkpoint_after_writes:
-            self._writes_at_wake = self._writes
-            self._checkpoint_wake.set()
-
     # ------------------------------------------------------------ writes
 
     def _not_open(self) -> RuntimeError:
@@ -461,7 +637,7 @@ class Storage:
     async def _write(
         self, fn: Callable[..., T], *args: Any, on_commit: Callable[[T], None] | None = None
     ) -> T:
-        """Run ``fn(connection, *args)`` (one statement, or reads) in the next group commit."""
+        """Run ``fn(connection, *args)`` (one statement, or reads) in this iteration's group commit."""
         if not self._open:
             raise self._not_open()
         loop = asyncio.get_running_loop()
@@ -469,40 +645,78 @@ class Storage:
         if writer is None:
             writer = self._writers.setdefault(loop, _Writer())
         future: asyncio.Future[T] = loop.create_future()
-        writer.pending.append(_Job(fn, args, future, on_commit))
-        if not writer.scheduled and not writer.busy:
+        job = _Job(fn, args, future, on_commit)
+        if not (writer.scheduled or writer.busy or writer.deferred) and self._writer_pool is None:
+            ready = _ready_queue(loop)
+            if ready is not None and not ready and self._commit_now(loop, writer, [job], defer=False):
+                # Nothing else runs in this iteration, so no other write could join the
+                # group: it is complete, and commits without a trip through the loop.
+                return future.result()
+        writer.pending.append(job)
+        if not (writer.scheduled or writer.busy or writer.deferred):
             # At the start of the next iteration: every write this iteration submits joins.
             writer.scheduled = True
             loop.call_soon(self._flush, loop, writer)
+        # The flush was queued before this task's own next step, so after one yield
+        # the group has usually committed: the result is read without a second
+        # wake-up through the future.
+        await asyncio.sleep(0)
+        if future.done():
+            return future.result()
         return await future
 
-    def _flush(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
-        writer.scheduled = False
-        if writer.busy or not writer.pending:
-            return
-        jobs, writer.pending = writer.pending, []
-        pool, conn = self._writer_pool, self._writer_conn
-        if pool is None or conn is None:
-            results: list[_Result]
+    def _commit_now(
+        self, loop: asyncio.AbstractEventLoop, writer: _Writer, jobs: list[_Job], *, defer: bool
+    ) -> bool:
+        """Commit ``jobs`` on this thread unless the checkpointer holds the gate.
+
+        Then return False; with ``defer``, the checkpointer resumes ``writer`` once it lets go.
+        """
+        checkpointer = self._checkpointer
+        if checkpointer is not None and not checkpointer.try_enter(self._resume, loop, writer, defer=defer):
+            return False
+        results: list[_Result]
+        try:
             with self._lock:
                 results = (
                     self._commit(self._conn, jobs)
                     if self._conn is not None
                     else [(job, None, self._not_open()) for job in jobs]
                 )
-            _settle(results)
-            self._went_idle(writer)
+        finally:
+            if checkpointer is not None:
+                checkpointer.leave()
+        _settle(results)
+        return True
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
+        writer.scheduled = False
+        if writer.busy or writer.deferred or not writer.pending:
             return
-        writer.busy = True
-        done = pool.submit(self._commit, conn, jobs)
+        pool, conn = self._writer_pool, self._writer_conn
+        if pool is not None and conn is not None:
+            jobs, writer.pending = writer.pending, []
+            writer.busy = True
+            done = pool.submit(self._commit_waiting, conn, jobs)
 
-        def landed(_: ThreadFuture[list[_Result]]) -> None:
-            try:
-                loop.call_soon_threadsafe(self._landed, loop, writer, jobs, done)
-            except RuntimeError:  # the loop is closed: nobody awaits these any more
-                pass
+            def landed(_: ThreadFuture[list[_Result]]) -> None:
+                try:
+                    loop.call_soon_threadsafe(self._landed, loop, writer, jobs, done)
+                except RuntimeError:  # the loop is closed: nobody awaits these any more
+                    pass
 
-        done.add_done_callback(landed)
+            done.add_done_callback(landed)
+            return
+        jobs, writer.pending = writer.pending, []
+        if not self._commit_now(loop, writer, jobs, defer=True):
+            writer.pending = jobs + writer.pending
+            writer.deferred = True  # the checkpointer is starting a WAL generation: wait for it, not block
+            return
+        self._went_idle(writer)
+
+    def _resume(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
+        writer.deferred = False
+        self._flush(loop, writer)
 
     def _landed(
         self,
@@ -526,11 +740,28 @@ class Storage:
                 writer.idle.set_result(None)
             writer.idle = None
 
+    def _commit_waiting(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Result]:
+        """The writer thread's commit: it may wait for the checkpointer's gate."""
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return self._commit(conn, jobs)
+        checkpointer.enter()
+        try:
+            return self._commit(conn, jobs)
+        finally:
+            checkpointer.leave()
+
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Result]:
         results: list[_Result] = []
         for start in range(0, len(jobs), self._MAX_BATCH):
             results.extend(self._commit_group(conn, jobs[start : start + self._MAX_BATCH]))
-        self._wake_checkpointer(len(jobs))
+        self._writes += len(jobs)
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            checkpointer.writes = self._writes
+            if self._writes - self._writes_at_nudge >= self._checkpoint_after_writes:
+                self._writes_at_nudge = self._writes
+                checkpointer.nudge()
         return results
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Job]) -> list[_Result]:
@@ -568,8 +799,11 @@ class Storage:
     # ------------------------------------------------------------ introspection
 
     def stats(self) -> StorageStats:
-        """Counters since :meth:`open` (see :class:`StorageStats`)."""
-        return StorageStats(self._writes, self._commits, self._checkpoints)
+        """The counters (see :class:`StorageStats`)."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            self._checkpoint_counts = (checkpointer.checkpoints, checkpointer.generations)
+        return StorageStats(self._writes, self._commits, *self._checkpoint_counts)
 
     async def connection_settings(self) -> dict[str, Any]:
         """The loop connection's ``journal_mode``, ``synchronous`` (0-3), ``wal_autocheckpoint``, ``busy_timeout``."""
