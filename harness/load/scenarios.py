@@ -73,9 +73,10 @@ Scenarios (the CLI's names): ``connections``, ``publish``, ``fanout``,
 
 from __future__ import annotations
 
+import copy
 import json
 import random
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from .errors import LoadConfigError
@@ -237,7 +238,11 @@ class LoadProtocol:
 
     def with_timestamp(self, timestamp: str) -> LoadProtocol:
         """A copy writing ``timestamp`` in its envelopes."""
-        return replace(self, timestamp=timestamp)  # type: ignore[type-var]
+        if is_dataclass(self):
+            return replace(self, timestamp=timestamp)  # type: ignore[type-var]
+        copied = copy.copy(self)
+        copied.timestamp = timestamp
+        return copied
 
 
 def _stamp(content: object) -> float | None:
@@ -833,7 +838,8 @@ class _Publisher(VirtualClient):
         self.pending: dict[str, float] = {}
         self._n = 0
         self._t0 = 0.0
-        self._padding = "|" + "x" * max(0, size - 18)
+        self.size = size
+        self._padding = "x" * size
         self._prefix = f"{self.client_id}-"
 
     @property
@@ -845,7 +851,8 @@ class _Publisher(VirtualClient):
         message_id = self._prefix + str(self._n)
         self.pending[message_id] = now
         self.recorder.count("sent", now)
-        content = f"{now:.6f}{self._padding}"
+        stamp = f"{now:.6f}|"
+        content = stamp + self._padding[: max(0, self.size - len(stamp))]
         return Send(self.protocol.publish_frame(self.client_id, self.channel, message_id, content))
 
     def begin(self, now: float) -> list[Action]:
@@ -1082,7 +1089,8 @@ class Publish(Scenario):
     ``rate`` is the total target in messages/s, spread evenly over the
     clients and paced from the clock (no drift); None publishes as fast as
     confirmations come, ``inflight`` outstanding per client.  ``size`` is the
-    content length in bytes (at least the send time it carries).
+    content length in bytes: the send time it carries (``<seconds>.<micro>|``),
+    then padding; never shorter than the send time.
     """
 
     name: ClassVar[str] = "publish"

@@ -139,7 +139,7 @@ def test_generic_publish_against_an_echo_server(ws_app: Callable[..., WsApp]) ->
     result = _run(Publish(clients=2, rate=None, duration=0.3, protocol=GenericProtocol()), app.url)
     step = result.steps[0]
     assert result.aborted is None, result.headline()
-    assert step.counter("confirmed") > 50  # closed loop: as fast as the echoes come
+    assert step.counter("confirmed") > 10  # closed loop: as fast as the echoes come
     assert step.throughput > 0
     assert step.errors == {}
 

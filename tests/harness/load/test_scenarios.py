@@ -349,3 +349,15 @@ def test_parameters_are_json_safe_and_never_carry_the_key() -> None:
     text = json.dumps(parameters)
     assert "secret" not in text
     assert parameters["profile"] == "nova" and parameters["clients"] == 11
+
+
+def test_publish_content_has_the_size_asked_and_carries_the_send_time() -> None:
+    client = Publish(clients=1, rate=None, size=64, protocol=GenericProtocol()).session(recorder()).client(0)
+    client.start(0.0)
+    client.opened(0.0)
+    (publish,) = client.begin(1234.5)
+    assert isinstance(publish, Send)
+    message_id, content = publish.text.split("|", 1)
+    assert message_id.endswith("-1")
+    assert len(content) == 64
+    assert content.startswith("1234.500000|x")
