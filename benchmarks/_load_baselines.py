@@ -308,11 +308,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Window:
-    """What the server echoed and the generator spent between two instants."""
+    """What the server echoed, and the generator and the server spent, between two instants."""
 
     messages: int
     seconds: float
     cpu_seconds: float
+    server_cpu_seconds: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -352,15 +353,15 @@ def measure_window(
             )
         time.sleep(0.05)
     time.sleep(warmup)
-    t0, n0, c0 = time.monotonic(), server.echoed(), generator_cpu()
+    t0, n0, c0, s0 = time.monotonic(), server.echoed(), generator_cpu(), server.cpu_seconds()
     time.sleep(duration)
-    t1, n1, c1 = time.monotonic(), server.echoed(), generator_cpu()
+    t1, n1, c1, s1 = time.monotonic(), server.echoed(), generator_cpu(), server.cpu_seconds()
     if not alive():
         raise RuntimeError(
             "the load generator stopped inside the measured window: give it a longer run "
             "(the window is warmup + duration after its first message)"
         )
-    return Window(n1 - n0, t1 - t0, c1 - c0)
+    return Window(n1 - n0, t1 - t0, c1 - c0, s1 - s0)
 
 
 @dataclass

@@ -26,8 +26,12 @@ generator's start-up (Locust's imports, node's) is outside the window, and
 so is the server's CPU.  p50/p99 are each generator's own latency figures
 (send -> echo): exact for bare and engine, Locust's whole milliseconds
 under 100 ms, Artillery's 0.1 ms.  Rounds (``--repeat``) run every generator in
-turn; the figures are medians over rounds, the ratios medians of the
-per-round ratios, so a drift of the machine's load touches both sides::
+turn, each round starting one generator further down the list (after a
+short unreported warm-up of the server); the figures are medians over
+rounds, the ratios medians of the per-round ratios, so a drift of the
+machine's load touches both sides.  The server's CPU seconds in each window
+and the load average are printed too: on a shared machine they say which
+rounds to trust::
 
     python benchmarks/load_engine.py                                  # 10 clients, 5 s, 3 rounds
     python benchmarks/load_engine.py --clients 50 --duration 10 --repeat 5 --artillery-dir ~/.cache/nova-artillery
@@ -319,12 +323,14 @@ def _fmt(value: float, spec: str = ".0f") -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
 
-def _print_report(rounds: list[list[Row]], args: argparse.Namespace) -> None:
+def _print_report(rounds: list[list[Row]], args: argparse.Namespace, load: tuple[float, float]) -> None:
     print()
     print(f"{args.clients} client(s), {args.duration:g} s measured after {args.warmup:g} s of warm-up, "
           f"{len(rounds)} round(s), frames of {len(bare_payload(args.size))} bytes, one in flight per client")
+    print(f"{os.cpu_count()} CPU(s); load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end "
+          "(other processes share the cores: compare figures within a round)")
     header = (f"{'round':>5} | {'generator':<32} | {'msgs/s':>8} | {'msgs/CPU-s':>10} | {'CPU s':>6} | "
-              f"{'p50 ms':>7} | {'p99 ms':>7}")
+              f"{'server CPU s':>12} | {'p50 ms':>7} | {'p99 ms':>7}")
     print(header)
     print("-" * len(header))
     for index, rows in enumerate(rounds, 1):
@@ -337,7 +343,7 @@ def _print_report(rounds: list[list[Row]], args: argparse.Namespace) -> None:
             w = m.window
             note = f"  ({'; '.join(m.notes)})" if m.notes else ""
             print(f"{index:>5} | {m.name:<32} | {w.rate:>8.0f} | {w.per_cpu_second:>10.0f} | {w.cpu_seconds:>6.2f} | "
-                  f"{m.p50_ms:>7.2f} | {m.p99_ms:>7.2f}{note}")
+                  f"{w.server_cpu_seconds:>12.2f} | {m.p50_ms:>7.2f} | {m.p99_ms:>7.2f}{note}")
 
     def series(key: str, value: Callable[[Measurement], float]) -> list[float]:
         return [value(r.measurement) for rows in rounds for r in rows if r.name == key and r.measurement]
@@ -417,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
                                                          args.artillery_version)
             print(artillery_note if artillery else f"Artillery skipped: {artillery_note}", flush=True)
         rounds: list[list[Row]] = []
+        load_before = os.getloadavg()[0]
         with EchoServer() as server:
-            print(f"echo server pid {server.pid} on {server.url}", flush=True)
+            print(f"echo server pid {server.pid} on {server.url}; warming it up", flush=True)
+            bare_echo_loop(server, clients=args.clients, warmup=0.0, duration=0.5, size=args.size)
             for index in range(1, args.repeat + 1):
                 rows: list[Row] = []
                 plan: list[tuple[str, Callable[[], Measurement] | None, str | None]] = [
@@ -437,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                     None if artillery is None else partial(run_artillery, server, args, artillery, out, f"r{index}"),
                     artillery_note if artillery is None else None,
                 ))
-                for name, job, why in plan:
+                # Each round starts with the next generator, so none is always the first after
+                # a pause (or always right after the heaviest one).
+                shift = (index - 1) % len(plan)
+                for name, job, why in plan[shift:] + plan[:shift]:
                     if job is None:
                         rows.append(Row(name, skipped=why))
                         continue
@@ -446,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(Row(name, measurement=job()))
                     except Exception as exc:  # noqa: BLE001 - a failed generator is a row, the others still run
                         rows.append(Row(name, failure=f"{type(exc).__name__}: {exc}"))
-                rounds.append(rows)
-        _print_report(rounds, args)
+                order = [name for name, _, _ in plan]
+                rounds.append(sorted(rows, key=lambda r: order.index(r.name)))
+        _print_report(rounds, args, (load_before, os.getloadavg()[0]))
         if args.out:
             print(f"\nreports and logs in {out}")
     failed = sorted({r.name for rows in rounds for r in rows if r.failure})
