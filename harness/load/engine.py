@@ -92,8 +92,11 @@ class EngineOptions:
       authentication) at once during set-up; keep it under the server's cap
       on unauthenticated connections per address (Nova: 64).
     - ``open_timeout``: one handshake's deadline (then ``connect:timeout``).
-    - ``setup_timeout``: the set-up phase's deadline (None: 10 s plus the
-      time ``connect_rate`` needs for every client).
+    - ``setup_timeout``: the set-up phase's deadline (None: no deadline as
+      long as clients keep getting set up; it ends once none was for
+      ``2 * open_timeout + 1`` seconds, or two connect intervals at a slow
+      ``connect_rate``).  Clients not set up by then count as
+      ``setup:timeout`` errors and the run goes on without them.
     - ``drain_timeout``: the longest wait for outstanding confirmations and
       deliveries after the measured phase.
     - ``close_timeout``: the longest wait for clean closes at the end.
@@ -563,6 +566,31 @@ class _Step:
                     await asyncio.sleep(delay)
             slot.task = asyncio.create_task(self._drive(slot), name=f"load-client-{i}")
 
+    async def _set_up(self, started: float) -> str:
+        """Wait for the set-up to complete; return what ended it when it did not (for the message).
+
+        With ``setup_timeout`` the phase has that deadline; without, it goes on
+        as long as clients keep getting set up, and ends once none was for
+        :meth:`_stall_window` seconds (so 10,000 connections at 400/s are not cut short).
+        """
+        options = self.options
+        events = (self.setup_complete, self.stop_requested)
+        if options.setup_timeout is not None:
+            await self._wait(*events, timeout=options.setup_timeout - (self.clock() - started))
+            return f"setup_timeout={options.setup_timeout:g} s"
+        stall = self._stall_window()
+        while True:
+            pending = self.setup_pending
+            await self._wait(*events, timeout=stall)
+            if any(e.is_set() for e in events) or self.setup_pending == pending:
+                return f"no client set up for {stall:g} s"
+
+    def _stall_window(self) -> float:
+        """Seconds without a client getting set up after which set-up is over (no ``setup_timeout``)."""
+        window = 2 * self.options.open_timeout + 1.0
+        rate = self.scenario.connect_rate
+        return max(window, 2.0 / rate) if rate else window
+
     async def execute(self) -> StepResult:
         scenario = self.scenario
         clock = self.clock
@@ -578,26 +606,22 @@ class _Step:
         counter = scenario.throughput_counter
         launcher = asyncio.create_task(self._launch())
         try:
-            setup_timeout = options.setup_timeout
-            if setup_timeout is None:
-                setup_timeout = 10.0 + (scenario.clients / scenario.connect_rate if scenario.connect_rate else 0.0)
-            await self._wait(self.setup_complete, self.stop_requested, timeout=setup_timeout)
+            ended_by = await self._set_up(started)
             setup = clock() - started
             ready = sum(1 for s in self.slots if s.vc.ready and s.vc.live)
+            not_ready = sum(1 for s in self.slots if not s.vc.ready and s.vc.live)
+            if not_ready and not self.setup_complete.is_set() and not self.stop_requested.is_set():
+                # Still setting up when set-up ended: measured without them, and counted.
+                self.metrics.error("setup:timeout", clock(), not_ready)
             if self.crash is not None:
                 pass
             elif ready == 0 and not self.stop_requested.is_set():
                 aborted = (
-                    f"no client could connect to {self.base_url} within {setup:.1f} s: "
-                    f"{_top_errors(self.metrics.errors)}"
-                    if self.metrics.errors
-                    else f"no client was set up within {setup_timeout:g} s (setup_timeout)"
+                    f"no client could connect to {self.base_url} within {setup:.1f} s"
+                    + (f" ({ended_by})" if not self.setup_complete.is_set() else "")
+                    + f": {_top_errors(self.metrics.errors)}"
                 )
             elif not self.stop_requested.is_set():
-                not_ready = sum(1 for s in self.slots if not s.vc.ready and s.vc.live)
-                if not_ready and not self.setup_complete.is_set():
-                    # Still connecting when set-up ended: measured without them, and said so.
-                    self.metrics.error("setup:timeout", clock(), not_ready)
                 # Measured phase.
                 self.phase = "running"
                 self.phase_started = now = clock()
@@ -622,7 +646,10 @@ class _Step:
                 sent_after = counters.get("sent", 0)
                 throughput_after = counters.get(counter, 0)
                 self._stop_pacing()
-                await pacer
+                # A send stuck on a full write buffer (a server that stopped reading) must not hold the run.
+                _, stuck = await asyncio.wait([pacer], timeout=options.close_timeout)
+                for task in stuck:
+                    task.cancel()
                 if self.everyone_gone.is_set() and not self.stop_requested.is_set() and self.crash is None:
                     aborted = (
                         f"every connection was closed {measured:.1f} s into the run: "

@@ -239,7 +239,7 @@ class LoadProtocol:
     def with_timestamp(self, timestamp: str) -> LoadProtocol:
         """A copy writing ``timestamp`` in its envelopes."""
         if is_dataclass(self):
-            return replace(self, timestamp=timestamp)  # type: ignore[type-var]
+            return replace(self, timestamp=timestamp)
         copied = copy.copy(self)
         copied.timestamp = timestamp
         return copied

@@ -288,3 +288,15 @@ def test_a_scenario_that_fails_ends_the_run_naming_the_error(ws_app: Callable[..
     result = _run(Broken(clients=2, rate=None, duration=5.0, protocol=GenericProtocol()), app.url)
     assert result.aborted == "the load engine failed: ValueError('bad state machine')"
     assert result.steps[0].counter("sent") >= 1
+
+
+def test_set_up_ends_when_no_client_makes_progress(ws_app: Callable[..., WsApp]) -> None:
+    app = ws_app()  # an echo server never greets: Nova clients wait for connection_established
+    options = EngineOptions(open_timeout=0.2, close_timeout=0.5)
+    started = time.monotonic()
+    result = _run(Connections(clients=3, duration=5.0), app.url, options=options)
+    assert result.aborted is not None
+    assert result.aborted.startswith(f"no client could connect to {app.url} within ")
+    assert result.aborted.endswith("s (no client set up for 1.4 s): setup:timeout x3")
+    assert result.steps[0].errors == {"setup:timeout": 3}
+    assert time.monotonic() - started < 5.0
