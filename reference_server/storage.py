@@ -50,9 +50,10 @@ import sqlite3
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterator, Sized
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -433,8 +434,7 @@ class _Checkpointer:
         return None
 
     def _recycle(self) -> int | None:
-        self._gate.acquire()
-        try:
+        with self.hold():
             writes = self.writes
             self._unpin()
             _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -443,6 +443,14 @@ class _Checkpointer:
                 self._conn.execute(_NEW_GENERATION_SQL)
                 self.generations += 1
             self._pin(self._pins[0])
+        return writes if recycled else None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the gate: writers' groups stay pending until it is let go, then resume."""
+        self._gate.acquire()
+        try:
+            yield
         finally:
             with self._deferral:
                 self._gate.release()
@@ -452,7 +460,6 @@ class _Checkpointer:
                     loop.call_soon_threadsafe(resume, loop, writer)
                 except RuntimeError:  # the loop is closed: nobody awaits its writes any more
                     pass
-        return writes if recycled else None
 
     def _pin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN")

@@ -5,6 +5,9 @@ Spec: messages acknowledged with a REST ``201`` or a WebSocket
 with the same seq, after the server process is killed with SIGKILL and
 restarted on the same database; ``since_seq`` replay after the restart
 delivers exactly the missed messages; seq numbering continues without a gap.
+The same holds for publishes from many clients at once, which the server
+commits in shared transactions (group commit), under ``synchronous`` NORMAL
+(commits on the event loop) and FULL (commits on a writer thread).
 
 The server runs as a real subprocess (``python -m reference_server``) on an
 ephemeral loopback port; every wait has a deadline and processes are always
@@ -13,6 +16,8 @@ killed in ``finally``.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import queue
 import re
 import signal
@@ -39,7 +44,7 @@ KEY = {"X-API-Key": "valid-test-key"}
 class ServerProcess:
     """``python -m reference_server`` in a subprocess; output drained by a thread."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, env: dict[str, str] | None = None) -> None:
         self.db = db
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -64,6 +69,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self._reader = threading.Thread(target=self._drain, name="nova-server-output", daemon=True)
         self._reader.start()
@@ -118,11 +124,11 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(db: Path) -> Iterator[ServerProcess]:
-    """A server subprocess on ``db``, always killed at exit."""
+def server_process(db: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A server subprocess on ``db`` (with ``env`` added to its environment), always killed at exit."""
     server: ServerProcess | None = None
     try:
-        server = ServerProcess(db)
+        server = ServerProcess(db, env)
         yield server
     finally:
         if server is not None:
@@ -185,3 +191,32 @@ async def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
             subscribed = await ws.expect("subscribed")
             assert subscribed["data"] == {"channel": "durable", "last_seq": total + 1}
             await ws.request("ping", {}, reply="pong")  # nothing duplicated after `subscribed`
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_group_committed_publishes_of_many_clients_survive_kill_9(tmp_path: Path, synchronous: str) -> None:
+    db = tmp_path / "nova.db"
+    clients, each = 20, 15
+    env = {"NOVA_DB_SYNCHRONOUS": synchronous}
+    acked: dict[str, int] = {}
+
+    async def publisher(server: ServerProcess, n: int) -> None:
+        client_id = new_client_id(f"group{n}")
+        async with authenticated(server.ws_url(client_id), client_id) as ws:
+            for i in range(each):  # sent back to back: they arrive together with the others'
+                await ws.send("publish", {"channel": "grouped", "content": f"{n}.{i}"}, id=f"{n}-{i}")
+            for _ in range(each):
+                confirmation = await ws.expect("delivery_confirmation")
+                acked[confirmation["data"]["message_id"]] = confirmation["data"]["seq"]
+
+    with server_process(db, env) as first:
+        await asyncio.gather(*(publisher(first, n) for n in range(clients)))
+        first.kill9()  # right after the last acknowledgement
+
+    assert sorted(acked.values()) == list(range(1, clients * each + 1))
+    with server_process(db, env) as second:
+        async with httpx.AsyncClient(base_url=second.http_url, headers=KEY, timeout=10) as http:
+            channel = (await http.get("/api/channels/grouped", params={"limit": 1000})).json()
+    assert channel["last_seq"] == clients * each
+    assert {m["message_id"]: m["seq"] for m in channel["messages"]} == acked

@@ -4,11 +4,19 @@ Spec: per-channel seq strictly increasing and gap-free under concurrent
 appends (from one or several event loops); idempotent message ids; since /
 recent queries; threads; client errors; a failing write fails alone; close
 checkpoints the WAL into the database file; data and seq survive a reopen.
+
+Where the work happens: the loop's connection is WAL with ``synchronous=NORMAL``
+and no automatic checkpoint; the writes of one loop iteration commit in one
+transaction and each returns only once it is committed (another connection sees
+it); the checkpointer thread copies commits into the database file while the
+storage serves, and while it holds writers back to start a WAL generation the
+loop keeps serving and the writes resume after; ``FULL`` commits on a writer thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -17,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from reference_server.storage import Storage, StoredMessage
+from reference_server import storage as storage_module
+from reference_server.storage import Storage, StoredMessage, _ready_queue
+from tests._waits import wait_until
 
 
 @asynccontextmanager
@@ -323,3 +333,199 @@ async def test_a_database_another_server_holds_is_a_clear_error_and_nothing_is_l
         with pytest.raises(RuntimeError, match="not open"):
             await second.last_seq("general")
         assert await first.last_seq("general") == 1  # the holder is untouched
+
+
+# ------------------------------------------------------------------ where the work happens
+
+
+def _main_file_messages(path: Path, copy: Path) -> int:
+    """How many messages the database file holds by itself, without its WAL (0 if unreadable yet)."""
+    copy.write_bytes(path.read_bytes())  # a copy has no -wal next to it: only checkpointed pages
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+    except sqlite3.DatabaseError:  # copied while a checkpoint wrote it, or before the schema landed
+        return 0
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_the_loop_connection_commits_in_wal_normal_with_autocheckpoint_off(tmp_path: Path) -> None:
+    """Commits that sync nothing may run on the event loop; checkpoints are never theirs."""
+    async with opened(tmp_path / "db.sqlite") as storage:
+        assert storage.commits_on_event_loop
+        assert await storage.connection_settings() == {
+            "journal_mode": "wal",
+            "synchronous": 1,  # NORMAL
+            "wal_autocheckpoint": 0,
+            "busy_timeout": 0,  # the loop never waits for a lock
+        }
+
+
+@pytest.mark.asyncio
+async def test_the_checkpointer_copies_commits_into_the_database_file_while_storage_is_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite"
+    storage = Storage(path, checkpoint_interval_s=0.02)
+    await storage.open()
+    try:
+        for i in range(20):
+            await storage.append_message("general", sender="s", content=str(i))
+        await wait_until(
+            lambda: _main_file_messages(path, tmp_path / "copy.sqlite") == 20,
+            "the 20 committed messages are in the database file itself (a checkpoint ran)",
+            timeout=10,
+        )
+        assert storage.stats().checkpoints >= 1
+        # and the storage keeps serving while it checkpoints
+        msg, _ = await storage.append_message("general", sender="s", content="after")
+        assert msg.seq == 21
+    finally:
+        await storage.close()
+
+
+@pytest.mark.asyncio
+async def test_writes_of_one_loop_iteration_commit_in_one_transaction_and_each_returns_after_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite"
+    async with opened(path) as storage:
+        reader = sqlite3.connect(path)  # another connection: sees only what was committed
+        seen_on_return: list[bool] = []
+
+        async def append(i: int) -> None:
+            msg, _ = await storage.append_message("general", sender="s", content=str(i), message_id=f"m{i}")
+            row = reader.execute(
+                "SELECT seq FROM messages WHERE channel = 'general' AND message_id = ?", (f"m{i}",)
+            ).fetchone()
+            seen_on_return.append(row == (msg.seq,))
+
+        try:
+            before = storage.stats()
+            await asyncio.gather(*(append(i) for i in range(100)))
+            after = storage.stats()
+            assert after.writes - before.writes == 100
+            assert after.commits - before.commits == 1, "100 writes of one iteration: one group commit"
+            assert seen_on_return == [True] * 100
+            # a group is capped, so one huge burst is a few transactions, not one
+            await asyncio.gather(*(append(i) for i in range(100, 400)))
+            assert storage.stats().commits - after.commits == 2
+            assert seen_on_return == [True] * 400
+        finally:
+            reader.close()
+        _assert_gap_free(await storage.messages_since("general", 0))
+
+
+@pytest.mark.asyncio
+async def test_a_lone_write_commits_and_is_visible_to_another_connection_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    async with opened(path) as storage:
+        reader = sqlite3.connect(path)
+        try:
+            for i in range(1, 6):
+                before = storage.stats().commits
+                msg, _ = await storage.append_message("general", sender="s", content=str(i))
+                assert storage.stats().commits == before + 1
+                assert reader.execute("SELECT MAX(seq) FROM messages").fetchone() == (msg.seq,) == (i,)
+        finally:
+            reader.close()
+
+
+@pytest.mark.asyncio
+async def test_while_the_checkpointer_holds_writers_the_loop_keeps_serving_and_writes_resume_after(
+    tmp_path: Path,
+) -> None:
+    """The gate the checkpointer takes to start a new WAL generation defers writes, never blocks the loop."""
+    async with opened(tmp_path / "db.sqlite") as storage:
+        await storage.append_message("general", sender="s", content="first")
+        checkpointer = storage._checkpointer
+        assert checkpointer is not None
+        with checkpointer.hold():
+            lone = asyncio.create_task(storage.append_message("general", sender="s", content="lone"))
+            group = [
+                asyncio.create_task(storage.append_message("general", sender="s", content=f"g{i}"))
+                for i in range(5)
+            ]
+            for _ in range(20):  # the loop turns: the writes wait, reads are answered
+                await asyncio.sleep(0)
+            assert not lone.done() and not any(task.done() for task in group)
+            assert await storage.last_seq("general") == 1
+        results = await asyncio.wait_for(asyncio.gather(lone, *group), 10)
+        assert sorted(msg.seq for msg, _ in results) == list(range(2, 8))
+        _assert_gap_free(await storage.messages_since("general", 0))
+
+
+@pytest.mark.asyncio
+async def test_every_write_completes_while_the_checkpointer_keeps_starting_new_wal_generations(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(
+        tmp_path / "db.sqlite", checkpoint_interval_s=0.002, checkpoint_after_writes=5, recycle_wal_frames=30
+    )
+    await storage.open()
+    try:
+
+        async def writes() -> None:
+            for i in range(300):
+                await storage.append_message("lone", sender="s", content=str(i))
+                await asyncio.gather(
+                    *(storage.append_message("grouped", sender="s", content=f"{i}.{j}") for j in range(3))
+                )
+
+        await asyncio.wait_for(writes(), 60)
+        assert storage.stats().wal_generations >= 2, storage.stats()
+        _assert_gap_free(await storage.messages_since("lone", 0))
+        _assert_gap_free(await storage.messages_since("grouped", 0))
+    finally:
+        await storage.close()
+    async with opened(tmp_path / "db.sqlite") as reopened:
+        assert (await reopened.last_seq("lone"), await reopened.last_seq("grouped")) == (300, 900)
+
+
+@pytest.mark.asyncio
+async def test_full_synchronous_commits_on_a_writer_thread_and_still_groups(tmp_path: Path) -> None:
+    """FULL syncs every commit: then commits leave the loop for a writer thread of their own."""
+    path = tmp_path / "db.sqlite"
+    storage = Storage(path, synchronous="FULL")
+    await storage.open()
+    try:
+        assert not storage.commits_on_event_loop
+        assert (await storage.connection_settings())["synchronous"] == 2
+        results = await asyncio.gather(
+            *(storage.append_message("general", sender="s", content=str(i)) for i in range(200))
+        )
+        assert sorted(msg.seq for msg, _ in results) == list(range(1, 201))
+        stats = storage.stats()
+        assert stats.writes == 200 and stats.commits < 200, stats
+    finally:
+        await storage.close()
+    async with opened(path) as reopened:
+        _assert_gap_free(await reopened.messages_since("general", 0))
+
+
+@pytest.mark.asyncio
+async def test_the_event_loop_internal_a_lone_write_relies_on_is_present() -> None:
+    """A lone write commits at once only when the loop has nothing else ready: asyncio's ``_ready``."""
+    assert _ready_queue(asyncio.get_running_loop()) is not None
+
+
+def test_an_asyncio_loop_without_its_ready_queue_is_logged_once_with_the_fix(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage_module, "_WARNED_LOOP_TYPES", set())
+    loop = asyncio.new_event_loop()
+    saved = loop._ready  # type: ignore[attr-defined]
+    try:
+        loop._ready = None  # type: ignore[attr-defined]
+        with caplog.at_level(logging.WARNING, logger="reference_server.storage"):
+            assert _ready_queue(loop) is None
+            assert _ready_queue(loop) is None
+        warnings = [r.getMessage() for r in caplog.records if "no _ready deque" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "every write now waits one loop iteration" in warnings[0]
+        assert "update _ready_queue in reference_server/storage.py" in warnings[0]
+    finally:
+        loop._ready = saved  # type: ignore[attr-defined]
+        loop.close()
