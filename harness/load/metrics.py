@@ -28,7 +28,7 @@ error counts in its ``errors`` column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -337,7 +337,8 @@ class Timeline:
     Counts come as running totals: :meth:`advance` is given the totals so
     far (sent, received, opened, errors) whenever ``now`` passed the open
     interval's end (:attr:`boundary`), and an interval's counts are the
-    totals' growth during it.  Latencies of the open interval are kept as a
+    totals' growth during it (``totals``, a callable returning them, lets
+    :meth:`points` read them itself).  Latencies of the open interval are kept as a
     sample of at most :attr:`SAMPLE` values (every k-th one once it is
     full), so a point's p50/p99 are those of the sample.  ``start`` is the
     step's start on the caller's clock; a ``now`` before it counts in the
@@ -347,7 +348,14 @@ class Timeline:
     #: Latencies kept per interval for its p50/p99.
     SAMPLE: ClassVar[int] = 2048
 
-    def __init__(self, start: float, *, interval: float = 1.0, max_points: int = 3600) -> None:
+    def __init__(
+        self,
+        start: float,
+        *,
+        interval: float = 1.0,
+        max_points: int = 3600,
+        totals: Callable[[], tuple[int, int, int, int]] | None = None,
+    ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 s, got {interval!r}")
         if max_points < 2:
@@ -364,6 +372,7 @@ class Timeline:
         self._stride = 1
         self._skip = 0
         self._latency_count = 0
+        self._totals = totals
 
     def latency(self, seconds: float, now: float) -> None:
         """Record one primary-metric latency in the open interval (call :meth:`advance` first when due)."""
@@ -428,8 +437,14 @@ class Timeline:
             self.interval *= 2
             self._index //= 2
 
-    def points(self, now: float, totals: tuple[int, int, int, int]) -> list[TimelinePoint]:
-        """Every closed interval, then the open one, with the totals at ``now``."""
+    def points(self, now: float, totals: tuple[int, int, int, int] | None = None) -> list[TimelinePoint]:
+        """Every closed interval, then the open one, with the totals at ``now``.
+
+        ``totals`` default to what the ``totals`` callable given at creation
+        returns (a :class:`Metrics`' timeline has one), else to the last ones seen.
+        """
+        if totals is None:
+            totals = self._totals() if self._totals is not None else self._mark
         self.advance(now, totals)
         points = list(self._points)
         if totals != self._mark or self._latency_count or not points:
@@ -464,7 +479,9 @@ class Metrics:
     timeline: Timeline = field(init=False)
 
     def __post_init__(self) -> None:
-        self.timeline = Timeline(self.start, interval=self.timeline_interval, max_points=self.max_points)
+        self.timeline = Timeline(
+            self.start, interval=self.timeline_interval, max_points=self.max_points, totals=self._totals
+        )
 
     def _totals(self) -> tuple[int, int, int, int]:
         counters = self.counters

@@ -64,7 +64,7 @@ def test_timeline_percentiles_come_from_a_bounded_sample() -> None:
     for i in range(100_000):
         timeline.latency((i % 1000 + 1) / 1_000_000, 0.5)  # 1..1000 us, uniform
     assert len(timeline._samples) <= Timeline.SAMPLE
-    (point,) = timeline.points(0.9, (0, 0, 0, 0))
+    (point,) = timeline.points(0.9)
     assert point.latency_count == 100_000
     assert point.p50_us == pytest.approx(500, rel=0.05)
     assert point.p99_us == pytest.approx(990, rel=0.02)
