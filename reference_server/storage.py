@@ -15,15 +15,21 @@ Where the work happens, so the event loop never waits on ``fsync``:
   documented trade-off for ``synchronous=NORMAL``); ``FULL`` and ``EXTRA`` survive it
   but sync on every commit, so with them commits run on a writer thread with its own
   connection instead.
-- **Group commit.** Writes submitted during one loop iteration (many publishes arriving
-  together) are committed in one transaction at the start of the next; while a writer
-  thread commits, the next group gathers.  Each write's coroutine resumes only after its
-  own transaction committed.
-- **Checkpoints run on their own thread and connection.** The loop's connection has
-  ``wal_autocheckpoint`` off; a checkpointer thread runs ``PASSIVE`` checkpoints (which
-  never block writers) every ``checkpoint_after_writes`` writes or every
-  ``checkpoint_interval_s`` seconds with anything new, and a ``TRUNCATE`` checkpoint at
-  :meth:`Storage.close`.  SQLite's checkpoints are where its syncs happen.
+- **Group commit.** The writes callbacks submit during one loop iteration (many
+  publishes arriving together) are committed in one transaction at the start of the
+  next; a write submitted when nothing else is ready to run in the iteration is a
+  complete group by itself and commits at once.  While a writer thread commits, the
+  next group gathers.  Each write's coroutine resumes only after its own
+  transaction committed.
+- **Checkpoints run on their own thread and connections** (:class:`_Checkpointer`).
+  The loop's connection has ``wal_autocheckpoint`` off; the checkpointer runs
+  ``PASSIVE`` checkpoints (which never block writers) every
+  ``checkpoint_after_writes`` writes or every ``checkpoint_interval_s`` seconds with
+  anything new, and a ``TRUNCATE`` checkpoint at :meth:`Storage.close`.  SQLite
+  also syncs the WAL header when a writer starts the WAL file over after a complete
+  checkpoint; the checkpointer keeps that write its own too (readers it holds stop
+  writers from starting the WAL over, and it starts it over itself, holding
+  writers' groups back meanwhile without blocking the loop).
 - **Reads run on the event loop** on its connection: WAL readers never wait for the
   writer or the checkpointer.
 
@@ -33,8 +39,8 @@ share one table and one seq space per channel.  Publishing twice with the same
 and ``created=False`` (a client retrying after a reconnect never creates a duplicate).
 
 One server per database: :meth:`Storage.open` takes an exclusive advisory lock
-(``flock``) on the database file, so a second Nova server on the same file is refused
-with a message naming the fix.  Other processes may read the database with ``sqlite3``
+(``flock``) on ``{db}-lock`` next to the database (POSIX only), so a second Nova server
+on the same file is refused with a message naming the fix.  Other processes may read the database with ``sqlite3``
 while the server runs; they must not write to it (the loop's connection never waits
 for a lock, so a foreign writer makes the server's writes fail instead).
 """
@@ -493,7 +499,7 @@ class Storage:
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 5.0,
         checkpoint_interval_s: float = 1.0,
-        checkpoint_after_writes: int = 300,
+        checkpoint_after_writes: int = 1000,
         recycle_wal_frames: int = 20_000,
     ) -> None:
         """Describe a database; nothing is opened until :meth:`open`.
