@@ -643,8 +643,12 @@ class VirtualClient:
     CLOSING = "closing"
     CLOSED = "closed"
 
+    #: Whether the client reconnects after a server close (not after ``protocol.no_reconnect`` codes).
     reconnect: bool = False
+    #: Seconds before the first reconnection attempt; each failed one doubles it (at most 1 s).
     reconnect_delay: float = 0.05
+    #: Attempts in a row that do not get set up before a reconnecting client gives up.
+    max_reconnect_attempts: int = 10
 
     def __init__(self, session: Session, index: int) -> None:
         self.session = session
@@ -661,6 +665,7 @@ class VirtualClient:
         self._connect_started = 0.0
         self._stopping = False
         self._reconnecting = False
+        self._attempts = 0
 
     # -- what the driver reads
 
@@ -694,10 +699,18 @@ class VirtualClient:
         return [_CONNECT]
 
     def _connect_again(self, now: float) -> list[Action]:
+        # Backoff: reconnect_delay, doubling per attempt that does not get set up, at most 1 s;
+        # after max_reconnect_attempts of them the client gives up.
+        if self._attempts >= self.max_reconnect_attempts:
+            self.state = self.CLOSED
+            self.next_tick = None
+            return _NOTHING
+        delay = min(1.0, self.reconnect_delay * 2**self._attempts) if self._attempts else self.reconnect_delay
+        self._attempts += 1
         self.state = self.CONNECTING
         self._reconnecting = True
-        self._connect_started = now + self.reconnect_delay
-        return [Connect(self.reconnect_delay)]
+        self._connect_started = now + delay
+        return [Connect(delay)]
 
     def opened(self, now: float) -> list[Action]:
         """The handshake completed."""
@@ -712,6 +725,7 @@ class VirtualClient:
 
     def _authenticated(self, now: float) -> list[Action]:
         self.state = self.READY
+        self._attempts = 0
         recorder = self.recorder
         recorder.latency("connect", now - self._connect_started, now)
         if self._reconnecting:
@@ -761,6 +775,8 @@ class VirtualClient:
         """A connection attempt failed with ``kind`` (``connect:refused``, ``handshake:403``...)."""
         self.recorder.error(kind, now)
         self.recorder.count("failed", now)
+        if self._reconnecting and not self._stopping:
+            return self._connect_again(now)  # a reconnecting client keeps trying, with backoff
         self.state = self.CLOSED
         self.next_tick = None
         return _NOTHING

@@ -361,3 +361,19 @@ def test_publish_content_has_the_size_asked_and_carries_the_send_time() -> None:
     assert message_id.endswith("-1")
     assert len(content) == 64
     assert content.startswith("1234.500000|x")
+
+
+def test_a_reconnecting_client_retries_with_backoff_then_gives_up() -> None:
+    metrics = recorder()
+    session = ReconnectStorm(publishers=1, subscribers=1, drop_share=0.0, reconnect_delay=0.1).session(metrics)
+    subscriber = session.client(1)
+    _subscribed(subscriber)
+    assert subscriber.closed(1011, "internal error", 1.0) == [Connect(0.1)]
+    delays = []
+    for _ in range(subscriber.max_reconnect_attempts):
+        actions = subscriber.failed("connect:refused", 2.0)
+        delays.extend(a.delay for a in actions if isinstance(a, Connect))
+    assert delays[:4] == [0.2, 0.4, 0.8, 1.0]
+    assert len(delays) == subscriber.max_reconnect_attempts - 1
+    assert not subscriber.live
+    assert metrics.errors["connect:refused"] == subscriber.max_reconnect_attempts
