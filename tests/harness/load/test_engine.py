@@ -300,3 +300,17 @@ def test_set_up_ends_when_no_client_makes_progress(ws_app: Callable[..., WsApp])
     assert result.aborted.endswith("s (no client set up for 1.4 s): setup:timeout x3")
     assert result.steps[0].errors == {"setup:timeout": 3}
     assert time.monotonic() - started < 5.0
+
+
+def test_a_real_result_round_trips_through_json(server_factory: Any, tmp_path: Any) -> None:
+    import json
+
+    from harness.load import read_json, write_csv, write_json
+
+    server = server_factory(**UNLIMITED)
+    result = _run(Fanout(publishers=1, subscribers=2, rate=50.0, duration=0.3), _base(server), thresholds=["lost==0"])
+    assert RunResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    assert read_json(write_json(result, tmp_path / "run.json")) == result
+    steps_csv, timeline_csv = write_csv(result, tmp_path / "run.csv")
+    assert "delivery.p99_ms" in steps_csv.read_text().splitlines()[0]
+    assert len(timeline_csv.read_text().splitlines()) >= 2
