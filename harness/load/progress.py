@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol, Self, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
+    from rich.text import Text
 
 __all__ = ["ProgressLine", "ProgressSnapshot", "format_progress", "should_show"]
 
@@ -98,6 +99,13 @@ def format_progress(
     return " | ".join(parts)
 
 
+def _text(line: str) -> Text:
+    from rich.text import Text
+
+    # One line whatever the terminal's width: cut, never wrapped (a wrapped line redraws badly).
+    return Text(line, no_wrap=True, overflow="ellipsis")
+
+
 class ProgressLine:
     """The engine's ``on_progress`` callback drawing a live line (see the module docstring).
 
@@ -140,15 +148,12 @@ class ProgressLine:
         if live is None:
             from rich.console import Console
             from rich.live import Live
-            from rich.text import Text
 
             console = self._console or Console()
-            live = self._live = Live(Text(line), console=console, transient=True, auto_refresh=False)
+            live = self._live = Live(_text(line), console=console, transient=True, auto_refresh=False)
             live.start()
         else:
-            from rich.text import Text
-
-            live.update(Text(line), refresh=True)
+            live.update(_text(line), refresh=True)
 
     def close(self) -> None:
         """Clear the line (what follows is printed in its place)."""
