@@ -378,10 +378,10 @@ class Measurement:
 def bare_payload(size: int) -> str:
     """The bare loop's frame: as long as the engine's generic publish frame of ``size`` content bytes.
 
-    That frame is ``<client id>-<n>|<send time>|<padding>`` (about 20
-    characters more than ``size``).
+    That frame is ``<client id>-<n>|<content>``, the content ``size`` bytes
+    (the send time, then padding), the id about 18 characters.
     """
-    return "c0000-0000000|" + "x" * max(0, size + 6)
+    return "c0000000-publ-0-0|" + "x" * max(0, size)
 
 
 async def _bare_connection(

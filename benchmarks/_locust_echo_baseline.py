@@ -22,7 +22,7 @@ from locust import User, constant, task
 
 __all__ = ["BaselineEchoUser"]
 
-PAYLOAD = os.environ.get("LOCUST_ECHO_PAYLOAD") or "c0000-0000000|" + "x" * 50
+PAYLOAD = os.environ.get("LOCUST_ECHO_PAYLOAD") or "c0000000-publ-0-0|" + "x" * 64
 
 
 class BaselineEchoUser(User):

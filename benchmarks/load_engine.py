@@ -12,7 +12,13 @@ for its echo as fast as it can:
   its id; its echo confirms it), closed loop, one message in flight per client;
 - ``locust N``: Locust with a WebSocket user (websocket-client on gevent),
   headless, ``--master`` plus N ``--worker`` processes (``0``: one
-  standalone process), ``--csv`` reports;
+  standalone process), ``--csv`` reports (the figures come from its final
+  ``--json-file`` report: the CSV is written periodically).  The user is
+  ``--locust-user``: ``harness``, the harness's own users
+  (``harness.load.locust``, the same ``publish`` scenario), the default
+  once ``harness/load/locustfile.py`` exists; or ``baseline``, the minimal
+  websocket-client echo user in ``benchmarks/_locust_echo_baseline.py``
+  (what Locust costs with no scenario logic on top);
 - ``artillery``: Artillery's WebSocket engine (``benchmarks/artillery/echo.yml``),
   installed with ``npm install`` into ``--artillery-dir`` (a temporary folder
   by default); skipped with a note when npm is missing or the install fails.
@@ -153,9 +159,11 @@ def _listening_port(proc: psutil.Process, deadline_s: float) -> int:
     raise RuntimeError(f"Locust's master listened on no port within {deadline_s:g} s")
 
 
-def _locust_percentiles(report: Path) -> tuple[float, float, int]:
-    """p50, p99 (ms) and the request count from Locust's final ``--json-file`` report."""
-    entries = json.loads(report.read_text())
+def _locust_percentiles(report: Path, name: str) -> tuple[float, float, int]:
+    """p50, p99 (ms) and the count of the requests named ``name`` in Locust's final ``--json-file`` report."""
+    entries = [e for e in json.loads(report.read_text()) if e.get("name") == name]
+    if not entries:
+        raise RuntimeError(f"Locust's report {report} has no requests named {name!r}")
     buckets: dict[float, int] = {}
     for entry in entries:
         for key, count in entry["response_times"].items():
@@ -177,13 +185,32 @@ def _locust_percentiles(report: Path) -> tuple[float, float, int]:
     return pct(0.5), pct(0.99), total
 
 
+def _harness_locustfile() -> Path:
+    """The harness's locustfile (harness/load/locustfile.py), else a shim importing its users."""
+    official = ROOT / "harness" / "load" / "locustfile.py"
+    return official if official.exists() else HERE / "_locust_harness_users.py"
+
+
+def _default_locust_user() -> str:
+    """``harness`` once harness/load/locustfile.py (the harness's Locust entry point) exists, else ``baseline``."""
+    return "harness" if (ROOT / "harness" / "load" / "locustfile.py").exists() else "baseline"
+
+
 def run_locust(server: EchoServer, args: argparse.Namespace, workers: int, out: Path, tag: str) -> Measurement:
     """Locust headless against the echo server: standalone (``workers == 0``) or master + ``workers``."""
-    locustfile = str(BASELINE_LOCUSTFILE)
     prefix = out / f"locust-{workers}w-{tag}"
-    common = ["-f", locustfile, "--loglevel", "WARNING"]
-    env = {**os.environ, "LOCUST_ECHO_PAYLOAD": bare_payload(args.size)}
     run_time = int(args.warmup + args.duration + RUN_MARGIN_S)
+    env = {**os.environ, "LOCUST_ECHO_PAYLOAD": bare_payload(args.size)}
+    if args.locust_user == "harness":
+        locustfile, request_name, user_note = str(_harness_locustfile()), "publish", "harness.load.locust users"
+        # The scenario's measured phase outlasts the window; SIGTERM ends it.
+        scenario_args = ["--scenario", "publish", "--ws-profile", "generic", "--clients", str(args.clients),
+                         "--size", str(args.size), "--duration", str(run_time)]
+    else:
+        locustfile, request_name = str(BASELINE_LOCUSTFILE), "echo"
+        user_note = f"baseline websocket-client user: {BASELINE_LOCUSTFILE.name}"
+        scenario_args = []
+    common = ["-f", locustfile, "--loglevel", "WARNING", *scenario_args]
     head = [
         sys.executable, "-m", "locust", *common, "--headless", "-u", str(args.clients), "-r", str(args.clients),
         "--run-time", f"{run_time}s", "--host", server.url, "--csv", str(prefix), "--json-file", str(prefix),
@@ -235,9 +262,9 @@ def run_locust(server: EchoServer, args: argparse.Namespace, workers: int, out: 
     report = next((p for p in (prefix, prefix.with_name(prefix.name + ".json")) if p.exists()), None)
     if report is None:
         raise RuntimeError(f"Locust wrote no --json-file report at {prefix} or {prefix}.json")
-    p50, p99, _ = _locust_percentiles(report)
+    p50, p99, _ = _locust_percentiles(report, request_name)
     label = "locust (1 process)" if workers == 0 else f"locust (master + {workers} worker{'s' if workers > 1 else ''})"
-    return Measurement(label, window, p50, p99, notes=[f"websocket-client user: {BASELINE_LOCUSTFILE.name}"])
+    return Measurement(label, window, p50, p99, notes=[user_note])
 
 
 # ----------------------------------------------------------------------------- Artillery
@@ -401,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-locust", action="store_true", help="leave Locust out")
     parser.add_argument("--locust-workers", type=int, nargs="+", default=[1, 2], metavar="N",
                         help="Locust runs: master + N workers each (0: one standalone process); default 1 2")
+    parser.add_argument("--locust-user", choices=["harness", "baseline"], default=None,
+                        help="harness: the harness's Locust users (publish, generic profile); baseline: the minimal "
+                             "websocket-client user in benchmarks/ (default: harness once harness/load/locustfile.py exists)")
     parser.add_argument("--skip-artillery", action="store_true", help="leave Artillery out")
     parser.add_argument("--artillery-dir", type=Path,
                         help="folder to npm-install Artillery into and reuse on later runs (default: a temporary one)")
@@ -410,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.repeat < 1 or args.size < 0:
         parser.error("--clients and --repeat must be >= 1, --duration > 0, --warmup and --size >= 0")
+    args.locust_user = args.locust_user or _default_locust_user()
     if min(args.locust_workers) < 0:
         parser.error("--locust-workers must be >= 0")
 
