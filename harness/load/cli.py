@@ -485,7 +485,7 @@ def summary(result: RunResult | dict[str, Any], *, embedded: bool = False, writt
     if data.get("steps"):
         rate = f"  throughput {data.get('throughput_counter')} {total.get('throughput', 0.0):,.0f}/s"
         offered, achieved = total.get("offered_rate"), total.get("achieved_rate")
-        if achieved is not None:
+        if achieved is not None and len(data["steps"]) == 1:  # a ramp's steps show their own
             rate += f"; offered {'max' if offered is None else f'{offered:,.0f}/s'}, achieved {achieved:,.0f}/s"
             if offered:
                 rate += f" ({achieved / offered:.0%})"

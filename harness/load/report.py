@@ -374,7 +374,8 @@ def _summary(data: Mapping[str, Any], total: Mapping[str, Any]) -> str:
                         f"set-up {float(total.get('setup', 0.0)):.1f} s)")),
         (f"throughput ({data.get('throughput_counter')})", _e(_rate(total.get("throughput")))),
     ]
-    if total.get("offered_rate") is not None or total.get("achieved_rate") is not None:
+    single = len(data.get("steps", [])) == 1  # a ramp's steps show their own rates
+    if single and (total.get("offered_rate") is not None or total.get("achieved_rate") is not None):
         offered = "as fast as confirmations come" if total.get("offered_rate") is None else _rate(total.get("offered_rate"))
         rows.append(("offered / achieved rate", _e(f"{offered} / {_rate(total.get('achieved_rate'))}")))
     rows.append(("errors", _e(f"{sum((total.get('errors') or {}).values())} ({float(total.get('error_rate', 0.0)):.2%} "
