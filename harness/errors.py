@@ -9,9 +9,16 @@
     ├── WaitTimeoutError            a wait's deadline passed (also an AssertionError)
     ├── ProtocolClientError         the app refused a ws_client connection or operation
     ├── FaultControlError           a server-depth shim refused a request (``status``: its HTTP status)
-    └── ProxyError                  the fault proxy failed, with
-        ├── ProxyConfigError        a bad toxic, direction or target (also a ValueError)
-        └── ProxyTimeoutError       a proxy control call or wait missed its deadline (also a TimeoutError)
+    ├── ProxyError                  the fault proxy failed, with
+    │   ├── ProxyConfigError        a bad toxic, direction or target (also a ValueError)
+    │   └── ProxyTimeoutError       a proxy control call or wait missed its deadline (also a TimeoutError)
+    └── LoadError                   a load run could not be set up or run (harness.load)
+        ├── LoadConfigError         a bad scenario parameter, threshold, ramp or URL (also a ValueError)
+        └── LoadServerError         the embedded reference server did not start
+
+A load run that starts and then meets bad input (an unreachable URL, a
+rejected handshake, a server that closes mid-run) does not raise: it returns
+a ``RunResult`` with ``aborted`` set and the figures gathered so far.
 
 Messages say what was expected, what was found, and the likely fix.
 """
@@ -23,6 +30,9 @@ __all__ = [
     "ConfigurationError",
     "FaultControlError",
     "HarnessError",
+    "LoadConfigError",
+    "LoadError",
+    "LoadServerError",
     "ProtocolClientError",
     "ProxyConfigError",
     "ProxyError",
@@ -88,3 +98,15 @@ class ProxyConfigError(ProxyError, ValueError):
 
 class ProxyTimeoutError(ProxyError, TimeoutError):
     """A control call's deadline passed before the proxy loop ran it."""
+
+
+class LoadError(HarnessError):
+    """A load run could not be set up or run."""
+
+
+class LoadConfigError(LoadError, ValueError):
+    """A scenario parameter, threshold expression, ramp or URL is invalid; the message names the rule."""
+
+
+class LoadServerError(LoadError):
+    """The embedded reference server did not start; the message carries its last output lines."""

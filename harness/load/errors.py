@@ -1,4 +1,4 @@
-"""The load tools' exceptions, under the harness's one base class.
+"""The load tools' exceptions (defined in :mod:`harness.errors`, with every other one).
 
 ::
 
@@ -16,18 +16,6 @@ the fix.
 
 from __future__ import annotations
 
-from ..errors import HarnessError
+from ..errors import LoadConfigError, LoadError, LoadServerError
 
 __all__ = ["LoadConfigError", "LoadError", "LoadServerError"]
-
-
-class LoadError(HarnessError):
-    """A load run could not be set up or run."""
-
-
-class LoadConfigError(LoadError, ValueError):
-    """A scenario parameter, threshold expression, ramp or URL is invalid; the message names the rule."""
-
-
-class LoadServerError(LoadError):
-    """The embedded reference server did not start; the message carries its last output lines."""

@@ -26,6 +26,12 @@ PURE = [
     "harness/faults/controller.py",
     "harness/app/requests.py",
     "harness/proxy/toxics.py",
+    "harness/load/scenarios.py",
+    "harness/load/metrics.py",
+    "harness/load/results.py",
+    "harness/load/thresholds.py",
+    "harness/load/ramp.py",
+    "harness/load/errors.py",
 ]
 IO_MODULES = {"playwright", "socket", "asyncio", "httpx", "websockets", "uvicorn", "starlette", "fastapi"}
 
