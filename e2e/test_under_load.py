@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from e2e.ui import authenticated, channel_messages, message_items
 from harness import Faults, NovaClient, WebSocketTestHelper
-from harness.load.fixture import LoadRuns
+from harness.load import LoadRuns
 
 WsClient = Callable[..., NovaClient]
 

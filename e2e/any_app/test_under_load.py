@@ -8,7 +8,7 @@ app's own ``ws_path``).  Time: the page's, virtual.
 from __future__ import annotations
 
 from harness import WebSocketTestHelper
-from harness.load.fixture import LoadRuns
+from harness.load import LoadRuns
 
 
 def test_the_page_chats_and_reconnects_while_the_app_holds_other_connections(

@@ -15,7 +15,9 @@ The tree is the architecture:
 - :mod:`~harness.load.output`: JSON and CSV writers;
 - :mod:`~harness.load.engine`: the asyncio engine on python-websockets that
   drives the scenarios (``run``, ``arun``, ``start_background``), and
-  :mod:`~harness.load.embedded`: the reference server it starts when given no URL.
+  :mod:`~harness.load.embedded`: the reference server it starts when given no URL;
+- :mod:`~harness.load.fixture`: ``LoadRuns``, what the ``ws_load`` fixture yields
+  (background runs against the test's server, checked at teardown).
 
 The engine is imported on first use of its names, so the pure API imports
 neither asyncio nor websockets.  See docs/load.md.
@@ -27,6 +29,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import LoadConfigError, LoadError, LoadServerError
+from .fixture import LoadRun, LoadRuns
 from .metrics import Histogram, LatencySummary, Metrics, Timeline, TimelinePoint
 from .output import read_json, write_csv, write_json
 from .ramp import Ramp, parse_values
@@ -86,6 +89,8 @@ __all__ = [
     "LoadConfigError",
     "LoadError",
     "LoadProtocol",
+    "LoadRun",
+    "LoadRuns",
     "LoadServerError",
     "Metrics",
     "NovaProtocol",
