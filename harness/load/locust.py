@@ -569,6 +569,7 @@ class _Driver:
         #: What the task greenlet sleeps until (-inf while it runs): a frame wakes it only for an earlier tick.
         self.waiting_for = -math.inf
         self.quitting = False
+        self.closing = False
         self.sending_stopped = False
         self.draining = False
         self.begun = False
@@ -685,7 +686,7 @@ class _Driver:
                 self.broke(exc)
             return
         ws.settimeout(None)  # an idle connection waits for frames as long as it lives
-        if self.quitting:
+        if self.closing:
             ws.close(1000, b"load run finished", timeout=1)
             return
         self.ws = ws
@@ -729,22 +730,36 @@ class _Driver:
             self.call(self.vc.finish_sending, now)
 
     def finish(self) -> None:
-        """Stop sending, wait (bounded) for what is outstanding, close cleanly, then abort what remains."""
+        """Stop sending, wait (bounded) for what is outstanding, close cleanly, then abort what remains.
+
+        The wait goes on through a reconnection (a subscriber dropped by
+        ``reconnect-storm`` resubscribes and catches up), so a client is not
+        counted as losing what it was about to replay.
+        """
         vc = self.vc
         self.quitting = True
         try:
             self.stop_sending(_now())
             self.draining = True
             deadline = _now() + self.owner.drain_timeout
-            while not vc.settled and self.ws is not None and _now() < deadline:
+            while not vc.settled and vc.live and _now() < deadline:
                 self.wake.clear()
+                pending = self.pending
+                if pending is not None:
+                    self.pending = None
+                    if pending.delay > 0:
+                        self.wake.wait(min(pending.delay, max(0.0, deadline - _now())))
+                    self.connect()
+                    continue
                 self.wake.wait(max(0.0, deadline - _now()))
             self.draining = False
+            self.closing = True
             self.call(vc.stop, _now())
             receiver = self.receiver
             if receiver is not None:
                 receiver.join(timeout=_CLOSE_TIMEOUT)
         finally:
+            self.closing = True
             receiver = self.receiver
             if receiver is not None:
                 receiver.kill(block=True, timeout=1.0)
@@ -862,6 +877,10 @@ def _on_parser(parser: Any, **_kwargs: Any) -> None:
 
 
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    # gevent's timers count from the loop's cached time, which has not moved since the hub was made
+    # if the loop has not run yet: after a slow start (imports on a busy machine) Locust's --run-time
+    # timer, set right after this event, would fire at once.
+    gevent.get_hub().loop.update_now()
     if _is_worker(environment) or environment.parsed_options is None:
         return
     options = environment.parsed_options
