@@ -83,6 +83,10 @@ _PARAMETER_HELP = {
     "seed": "seed choosing who drops and when",
 }
 
+#: A ramp step is degraded past these (``--knee-p99``, ``--knee-errors``).
+_KNEE_P99 = 0.1
+_KNEE_ERRORS = 0.01
+
 #: Parameters in seconds, which also take 500ms, 2s...
 _SECONDS = {"duration", "reconnect_delay"}
 
@@ -289,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     ramp = parser.add_argument_group("ramp")
     ramp.add_argument("--ramp", metavar="SCENARIO:[PARAM=]VALUES",
                       help="what the ramp steps, e.g. publish:rate=100..1600*2 (see below)")
-    ramp.add_argument("--knee-p99", type=_seconds, default=0.1, metavar="DURATION",
+    ramp.add_argument("--knee-p99", type=_seconds, default=None, metavar="DURATION",
                       help="a step whose primary p99 is above this degraded (default 100ms)")
-    ramp.add_argument("--knee-errors", type=_share, default=0.01, metavar="SHARE",
+    ramp.add_argument("--knee-errors", type=_share, default=None, metavar="SHARE",
                       help="a step with more errors per operation degraded (default 1%%)")
     ramp.add_argument("--knee-achieved", type=_share, default=None, metavar="SHARE",
                       help="a step achieving less than this share of its offered rate degraded (e.g. 90%%)")
@@ -397,10 +401,21 @@ def _plan(args: argparse.Namespace) -> _Plan:
         base_values = {k: v for k, v in values.items() if k != stepped}
         target = Ramp(
             _scenario(base_name, base_values, protocol), values=steps, parameter=parameter,
-            max_p99=args.knee_p99, max_error_rate=args.knee_errors, min_achieved=args.knee_achieved,
+            max_p99=_KNEE_P99 if args.knee_p99 is None else args.knee_p99,
+            max_error_rate=_KNEE_ERRORS if args.knee_errors is None else args.knee_errors,
+            min_achieved=args.knee_achieved,
             stop_at_knee=not args.all_steps,
         )
     else:
+        ramp_only = [flag for flag, given in (
+            ("--knee-p99", args.knee_p99 is not None), ("--knee-errors", args.knee_errors is not None),
+            ("--knee-achieved", args.knee_achieved is not None), ("--all-steps", args.all_steps),
+        ) if given]
+        if ramp_only:
+            raise LoadConfigError(
+                f"{', '.join(ramp_only)} judge the steps of a ramp; {name} is one run: "
+                f"nova-ws load ramp --ramp {name}:VALUES {' '.join(ramp_only)} ..."
+            )
         if args.ramp:
             raise LoadConfigError(
                 f"--ramp belongs to the ramp scenario: nova-ws load ramp --ramp {name}:{args.ramp}"

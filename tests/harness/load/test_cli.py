@@ -229,6 +229,8 @@ def test_a_bad_threshold_exits_2_naming_the_grammar(capsys: pytest.CaptureFixtur
         (["ramp", "--ramp", "publish:volume=10,20"], "publish has no parameter 'volume'"),
         (["publish", "--ramp", "rate=10,20"], "--ramp belongs to the ramp scenario: nova-ws load ramp --ramp publish:rate=10,20"),
         (["fanout", "--clients", "3", "--subscribers", "4"], "give --clients or --subscribers, not both"),
+        (["publish", "--knee-p99", "20ms"], "--knee-p99 judge the steps of a ramp; publish is one run"),
+        (["publish", "--duration", "soon"], "expected a duration like 100ms"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_naming_the_fix(

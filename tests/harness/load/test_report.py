@@ -189,3 +189,12 @@ def test_write_html_writes_the_page(tmp_path: Path) -> None:
     path = write_html(data, tmp_path / "out" / "report.html")
     assert path.read_text(encoding="utf-8") == render_html(data)
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def test_messages_not_delivered_exactly_once_are_a_finding() -> None:
+    step = _step(0, 50.0, 1.0)
+    step = StepResult.from_dict({**step.to_dict(), "counters": {**step.counters, "lost": 3, "duplicated": 1}})
+    run = RunResult(scenario="reconnect-storm", url="ws://127.0.0.1:8000", parameters={},
+                    started_at="2026-01-01T00:00:00Z", duration=3.3, steps=[step], primary_metric="delivery",
+                    throughput_counter="delivered")
+    assert findings(run.to_dict()) == ["messages not delivered exactly once: lost 3, duplicated 1"]
