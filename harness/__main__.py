@@ -1,4 +1,4 @@
-"""``python -m harness ensure-browser`` (the set-up step) and ``python -m harness find-browser``."""
+"""``python -m harness ensure-browser`` (the set-up step), ``... find-browser`` and ``... load`` (``nova-ws load``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from .errors import BrowserNotFoundError
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["load"]:
+        from .load.cli import main as load_main
+
+        return load_main(argv[1:])
     command = argv[0] if argv else "find-browser"
     if command not in {"ensure-browser", "find-browser"}:
-        print(f"usage: python -m harness ensure-browser|find-browser (got {command!r})", file=sys.stderr)
+        print(f"usage: python -m harness ensure-browser|find-browser|load ... (got {command!r})", file=sys.stderr)
         return 2
     try:
         info = ensure_chromium() if command == "ensure-browser" else find_chromium()

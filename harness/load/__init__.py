@@ -12,7 +12,10 @@ The tree is the architecture:
   bounded timeline;
 - :mod:`~harness.load.results` and :mod:`~harness.load.thresholds` (pure):
   typed results that round-trip through JSON, thresholds such as ``p99<50ms``;
-- :mod:`~harness.load.output`: JSON and CSV writers;
+- :mod:`~harness.load.output`: JSON and CSV writers; :mod:`~harness.load.report`:
+  the offline HTML report (inline SVG charts), built from ``RunResult.to_dict()``;
+- :mod:`~harness.load.cli`: ``nova-ws load`` (also ``python -m harness load``), with
+  :mod:`~harness.load.progress`, its live progress line;
 - :mod:`~harness.load.engine`: the asyncio engine on python-websockets that
   drives the scenarios (``run``, ``arun``, ``start_background``), and
   :mod:`~harness.load.embedded`: the reference server it starts when given no URL;
@@ -33,6 +36,7 @@ from .fixture import LoadRun, LoadRuns
 from .metrics import Histogram, LatencySummary, Metrics, Timeline, TimelinePoint
 from .output import read_json, write_csv, write_json
 from .ramp import Ramp, parse_values
+from .report import render_html, write_html
 from .results import RunResult, ServerStats, StepResult, ThresholdOutcome
 from .scenarios import (
     SCENARIOS,
@@ -117,10 +121,12 @@ __all__ = [
     "parse_all",
     "parse_values",
     "read_json",
+    "render_html",
     "run",
     "start_background",
     "start_embedded_server",
     "write_csv",
+    "write_html",
     "write_json",
 ]
 

@@ -24,12 +24,13 @@ from typing import Any
 
 from .results import RunResult
 
-__all__ = ["read_json", "steps_table", "timeline_path", "timeline_table", "write_csv", "write_json"]
+__all__ = ["read_json", "steps_table", "timeline_path", "timeline_table", "write_csv", "write_json", "write_text"]
 
 _STATS = (("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("max", "max_us"))
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` whole or not at all (a temporary name, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8", newline="")
@@ -40,7 +41,7 @@ def write_json(result: RunResult | Mapping[str, Any], path: str | Path) -> Path:
     """Write ``result`` (or its ``to_dict()``) as indented JSON; return the path."""
     data = result.to_dict() if isinstance(result, RunResult) else dict(result)
     target = Path(path)
-    _write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return target
 
 
@@ -138,7 +139,7 @@ def write_csv(result: RunResult | Mapping[str, Any], path: str | Path) -> tuple[
     steps = steps_table(data)
     columns = list(steps[0]) if steps else ["scenario", "step"]
     target = Path(path)
-    _write_text(target, _csv_text(steps, columns))
+    write_text(target, _csv_text(steps, columns))
     timeline = timeline_path(target)
-    _write_text(timeline, _csv_text(timeline_table(data), _TIMELINE_COLUMNS))
+    write_text(timeline, _csv_text(timeline_table(data), _TIMELINE_COLUMNS))
     return target, timeline

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from .output import write_text
 from .results import RunResult
 
 __all__ = ["CLOSE_CODES", "describe_error", "findings", "render_html", "step_label", "verdict", "write_html"]
@@ -512,9 +512,5 @@ def render_html(data: Mapping[str, Any] | RunResult) -> str:
 def write_html(result: RunResult | Mapping[str, Any], path: str | Path) -> Path:
     """Write the report of ``result`` (or its ``to_dict()``) at ``path``, whole or not at all; return the path."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written to a temporary name and renamed, as the JSON and CSV writers do.
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(render_html(result), encoding="utf-8")
-    tmp.replace(target)
+    write_text(target, render_html(result))
     return target

@@ -328,3 +328,13 @@ def test_a_disabled_line_writes_nothing() -> None:
     line(_progress())
     line.close()
     assert stream.getvalue() == "" and line.last is None
+
+
+def test_python_m_harness_load_is_the_same_command() -> None:
+    """``python -m harness load`` runs ``nova-ws load`` (bad input: exit 2, the known scenarios named)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "load", "fanuot"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+    assert "fanout" in proc.stderr + proc.stdout
