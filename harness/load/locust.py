@@ -786,9 +786,10 @@ class ScenarioUser(User):
     """A Locust user that is one virtual client of the process's scenario (see the module docstring).
 
     ``role`` picks which clients of the scenario this class takes:
-    ``client`` or ``publisher``.  Subclass it to change ``wait_time``-free
-    details such as ``weight``; the run itself is configured by the command
-    line (:func:`add_arguments`).
+    ``client`` or ``publisher``.  Subclasses may change Locust attributes
+    such as ``weight``; the run itself is configured by the command line
+    (:func:`add_arguments`).  The one task lasts the client's whole life, so
+    ``wait_time`` plays no part.
     """
 
     abstract = True
