@@ -29,7 +29,7 @@ error counts in its ``errors`` column.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from hdrh.histogram import HdrHistogram
@@ -438,7 +438,7 @@ class Timeline:
             self._index //= 2
 
     def points(self, now: float, totals: tuple[int, int, int, int] | None = None) -> list[TimelinePoint]:
-        """Every closed interval, then the open one, with the totals at ``now``.
+        """Every closed interval, then the open one (its ``interval`` the part of it passed), with the totals at ``now``.
 
         ``totals`` default to what the ``totals`` callable given at creation
         returns (a :class:`Metrics`' timeline has one), else to the last ones seen.
@@ -448,7 +448,10 @@ class Timeline:
         self.advance(now, totals)
         points = list(self._points)
         if totals != self._mark or self._latency_count or not points:
-            points.append(self._point(totals))
+            # The open interval covers only what has passed of it, so rates over it are not diluted.
+            span = now - (self.start + self._index * self.interval)
+            point = self._point(totals)
+            points.append(replace(point, interval=round(min(self.interval, max(span, 1e-6)), 9)))
         return points
 
 

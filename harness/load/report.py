@@ -303,7 +303,7 @@ def _charts(data: Mapping[str, Any]) -> str:
     ]
     colours = {"sent": "#2f855a", "received": "#2b6cb0", "opened": "#805ad5", "errors": "#c53030"}
     throughput: list[Series] = [
-        (f"{name}/s", colour, [(x, p.get(name, 0) / p["interval"] if p["interval"] else None) for x, p in points])
+        (f"{name}/s", colour, [(x, _per_second(p, name)) for x, p in points])
         for name, colour in colours.items()
         if any(p.get(name, 0) for _, p in points)
     ]
@@ -507,6 +507,16 @@ def render_html(data: Mapping[str, Any] | RunResult) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+#: A step's last, open interval shorter than this (seconds) shows no rate: a few
+#: messages over a few milliseconds would read as a spike.
+MIN_RATE_SPAN = 0.2
+
+
+def _per_second(point: Mapping[str, Any], name: str) -> float | None:
+    span = float(point["interval"])
+    return point.get(name, 0) / span if span >= MIN_RATE_SPAN else None
 
 
 def write_html(result: RunResult | Mapping[str, Any], path: str | Path) -> Path:

@@ -95,3 +95,15 @@ def test_metrics_record_counters_errors_and_merge() -> None:
     assert a.latencies["publish"].count == 2
     assert a.gauges == {"open": 7}
     assert set(a.summaries()) == {"publish"}
+
+
+def test_the_open_interval_spans_only_the_time_passed() -> None:
+    """A rate over the last, open interval is not diluted by the part of it still to come."""
+    metrics = Metrics(start=0.0, primary="publish")
+    for i in range(10):
+        metrics.count("sent", 0.1 * i)
+    for i in range(5):
+        metrics.count("sent", 1.0 + 0.05 * i)
+    points = metrics.timeline_points(1.25)
+    assert [p.interval for p in points] == [1.0, 0.25]
+    assert points[-1].sent / points[-1].interval == pytest.approx(20.0)
