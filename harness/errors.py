@@ -14,7 +14,8 @@
     │   └── ProxyTimeoutError       a proxy control call or wait missed its deadline (also a TimeoutError)
     └── LoadError                   a load run could not be set up or run (harness.load)
         ├── LoadConfigError         a bad scenario parameter, threshold, ramp or URL (also a ValueError)
-        └── LoadServerError         the embedded reference server did not start
+        ├── LoadServerError         the embedded reference server did not start
+        └── LoadDependencyError     the 'load' extra (Locust, websocket-client) is missing (also an ImportError)
 
 A load run that starts and then meets bad input (an unreachable URL, a
 rejected handshake, a server that closes mid-run) does not raise: it returns
@@ -31,6 +32,7 @@ __all__ = [
     "FaultControlError",
     "HarnessError",
     "LoadConfigError",
+    "LoadDependencyError",
     "LoadError",
     "LoadServerError",
     "ProtocolClientError",
@@ -110,3 +112,7 @@ class LoadConfigError(LoadError, ValueError):
 
 class LoadServerError(LoadError):
     """The embedded reference server did not start; the message carries its last output lines."""
+
+
+class LoadDependencyError(LoadError, ImportError):
+    """An optional dependency of the load tools is missing; the message names the extra to install."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import LoadConfigError, LoadError, LoadServerError
+from .errors import LoadConfigError, LoadDependencyError, LoadError, LoadServerError
 from .fixture import LoadRun, LoadRuns
 from .metrics import Histogram, LatencySummary, Metrics, Timeline, TimelinePoint
 from .output import read_json, write_csv, write_json
@@ -91,6 +91,7 @@ __all__ = [
     "Incoming",
     "LatencySummary",
     "LoadConfigError",
+    "LoadDependencyError",
     "LoadError",
     "LoadProtocol",
     "LoadRun",

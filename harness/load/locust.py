@@ -78,7 +78,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from weakref import WeakKeyDictionary
 
-from .errors import LoadConfigError, LoadError
+from .errors import LoadConfigError, LoadDependencyError, LoadError
 
 try:
     import gevent
@@ -88,14 +88,14 @@ try:
     from locust.env import Environment
     from locust.runners import WorkerRunner
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess without Locust
-    raise LoadError(
+    raise LoadDependencyError(
         "harness.load.locust needs Locust (and its gevent) and websocket-client, the 'load' extra; "
         f"importing them failed ({_missing}). Install them with: pip install 'nova-ws-harness[load]'"
     ) from _missing
 try:
     import websocket
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess without websocket-client
-    raise LoadError(
+    raise LoadDependencyError(
         "harness.load.locust needs websocket-client (the 'load' extra) for its gevent-friendly "
         f"WebSocket client; importing it failed ({_missing}). Install it with: "
         "pip install 'nova-ws-harness[load]'"
