@@ -195,8 +195,12 @@ def _close_reason(reason: str) -> str:
     return data[:123].decode("utf-8", errors="ignore")
 
 
+#: One encoder for every outbound frame: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(message: Any) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(message)
 
 
 def _frame(
@@ -377,7 +381,7 @@ class Connection:
         """
         if self.closing:
             return
-        item = _Out(self._addressed(message), str(message.get("type")))
+        payload = self._addressed(message)
         if (
             self._writable is not None
             and self._writable.is_set()
@@ -385,14 +389,15 @@ class Connection:
             and not self._send_lock.locked()
             and (self._faults is None or not self._faults.active)
         ):
+            # No fault rule is active, so the frame goes as it is: no _Out, no fault lookup.
             async with self._send_lock:
                 try:
-                    await self._write(item)
+                    await self.websocket.send_text(_dumps(payload))
                 except Exception as exc:  # noqa: BLE001 - the socket is gone: stop writing
                     log.debug("reply to %s not sent: %r", self.client_id, exc)
                     self._dead = True
             return
-        await self._queue.put(item)
+        await self._queue.put(_Out(payload, str(message.get("type"))))
 
     def push(self, payload: Any) -> bool:
         """Queue a frame exactly as given (a dict/JSON value, or raw text), bypassing fault rules.
