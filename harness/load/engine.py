@@ -957,22 +957,41 @@ def run(
     server_pid: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RunResult:
-    """The blocking twin of :func:`arun` (runs its own event loop; not from inside a running one)."""
+    """The blocking twin of :func:`arun`: runs it on an event loop of its own and returns its figures.
+
+    Called where this thread already has a running event loop (Playwright's
+    sync API keeps one registered on the main thread of a pytest worker once
+    a browser test ran there), the run gets a thread of its own and this call
+    waits for it; a coroutine should ``await arun(...)`` instead, which does
+    not block its loop.
+    """
+    def main() -> RunResult:
+        return asyncio.run(
+            arun(
+                scenario, url, thresholds=thresholds, options=options, allow_remote=allow_remote,
+                server_pid=server_pid, on_progress=on_progress,
+            )
+        )
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    else:
-        raise LoadError(
-            "harness.load.run() was called from a running event loop; await harness.load.arun(...) there, "
-            "or use start_background(...)"
-        )
-    return asyncio.run(
-        arun(
-            scenario, url, thresholds=thresholds, options=options, allow_remote=allow_remote,
-            server_pid=server_pid, on_progress=on_progress,
-        )
-    )
+        return main()
+    outcome: list[RunResult] = []
+    failure: list[BaseException] = []
+
+    def on_thread() -> None:
+        try:
+            outcome.append(main())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=on_thread, name=f"load-{scenario.name}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 class BackgroundRun:

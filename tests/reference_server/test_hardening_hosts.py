@@ -8,7 +8,6 @@ connected to 127.0.0.1, the URL names the evil host).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,7 +88,7 @@ def test_a_bad_entry_is_a_value_error_naming_the_setting(entry: str) -> None:
         HostPolicy.build([entry])
 
 
-def test_a_websocket_refusal_without_the_denial_extension_closes_the_handshake() -> None:
+async def test_a_websocket_refusal_without_the_denial_extension_closes_the_handshake() -> None:
     """Under an ASGI server without ``websocket.http.response`` the guard refuses with a close."""
     reached: list[Scope] = []
 
@@ -110,7 +109,7 @@ def test_a_websocket_refusal_without_the_denial_extension_closes_the_handshake()
         await HostGuard(app, HostPolicy.build(DEFAULT_ALLOWED_HOSTS))(scope, receive, send)
         return sent
 
-    assert asyncio.run(run()) == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+    assert await run() == [{"type": "websocket.close", "code": 1008, "reason": ""}]
     assert reached == []
 
 
@@ -211,7 +210,7 @@ def test_a_bad_allowed_hosts_entry_is_refused_with_the_settings(tmp_path: Path) 
         Settings(db=tmp_path / "nova.db", allowed_hosts=["localhost:8000"])
 
 
-def test_the_frontend_page_refuses_a_foreign_host(tmp_path: Path) -> None:
+async def test_the_frontend_page_refuses_a_foreign_host(tmp_path: Path) -> None:
     app = frontend_app(Settings(db=tmp_path / "nova.db"), api_port=8000)
 
     async def get(host: str) -> int:
@@ -219,8 +218,8 @@ def test_the_frontend_page_refuses_a_foreign_host(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as http:
             return (await http.get("/")).status_code
 
-    assert asyncio.run(get("127.0.0.1:5173")) == 200
-    assert asyncio.run(get(f"{EVIL}:5173")) == 400
+    assert await get("127.0.0.1:5173") == 200
+    assert await get(f"{EVIL}:5173") == 400
 
 
 async def test_page_rest_and_socket_through_the_harness_fault_proxy(
