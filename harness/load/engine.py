@@ -965,33 +965,19 @@ def run(
     waits for it; a coroutine should ``await arun(...)`` instead, which does
     not block its loop.
     """
-    def main() -> RunResult:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return asyncio.run(
             arun(
                 scenario, url, thresholds=thresholds, options=options, allow_remote=allow_remote,
                 server_pid=server_pid, on_progress=on_progress,
             )
         )
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return main()
-    outcome: list[RunResult] = []
-    failure: list[BaseException] = []
-
-    def on_thread() -> None:
-        try:
-            outcome.append(main())
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=on_thread, name=f"load-{scenario.name}")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    return start_background(
+        scenario, url, thresholds=thresholds, options=options, allow_remote=allow_remote,
+        server_pid=server_pid, on_progress=on_progress,
+    ).result()
 
 
 class BackgroundRun:

@@ -13,7 +13,6 @@ import csv
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import psutil
 import pytest
 
 from harness.load.embedded import EmbeddedServer, start_embedded_server
+from tests._waits import wait_for
 
 from .conftest import WsApp
 
@@ -171,17 +171,18 @@ def test_bad_scenario_parameters_stop_locust_at_start_with_the_rule(tmp_path: Pa
 
 def _listening_port(pid: int, proc: subprocess.Popen[str], timeout: float) -> int:
     """The one TCP port ``pid`` listens on (the master's worker port, bound to 0), within ``timeout``."""
-    deadline = time.monotonic() + timeout
     process = psutil.Process(pid)
-    while time.monotonic() < deadline:
+    ports: set[int] = set()
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"Locust's master exited ({proc.returncode}) before listening")
-        ports = {c.laddr.port for c in process.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
-        if ports:
-            assert len(ports) == 1, f"expected the master to listen on one port, it listens on {ports}"
-            return int(ports.pop())
-        time.sleep(0.05)
-    raise AssertionError(f"Locust's master listened on no port within {timeout:g} s")
+        ports.update(c.laddr.port for c in process.net_connections("tcp") if c.status == psutil.CONN_LISTEN)
+        return bool(ports)
+
+    wait_for(listening, "Locust's master listens on a port", timeout)
+    assert len(ports) == 1, f"expected the master to listen on one port, it listens on {ports}"
+    return ports.pop()
 
 
 def test_master_and_one_worker_run_fanout_from_the_masters_options(tmp_path: Path, nova: EmbeddedServer) -> None:
