@@ -103,6 +103,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -118,7 +119,7 @@ from .faults.controller import (
 )
 from .matching import type_of
 
-__all__ = ["CONTROL_PREFIX", "TOKEN_HEADER", "FaultMiddleware"]
+__all__ = ["CONTROL_PREFIX", "TOKEN_HEADER", "AppFaults", "FaultMiddleware", "install_test_mode"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -718,6 +719,34 @@ _COMMANDS: dict[str, Callable[[FaultMiddleware, str, bytes], Awaitable[Any]]] = 
     "abort": FaultMiddleware._post_abort,
     "push": FaultMiddleware._post_push,
 }
+
+
+@dataclass(frozen=True)
+class AppFaults:
+    """What :func:`install_test_mode` gives an app: the rules, and the control API's vocabulary."""
+
+    rules: FaultController
+    rule_kinds: tuple[str, ...] = RULE_KINDS
+
+    def close_code_problem(self, code: int) -> str | None:
+        """Why ``code`` cannot be sent in a close frame (RFC 6455 section 7.4), or None."""
+        return close_code_problem(code)
+
+
+def install_test_mode(app: Any, *, ws_path: str) -> AppFaults:
+    """Put server-depth faults on a Starlette or FastAPI ``app`` that keeps its own control API.
+
+    Mounts :class:`FaultMiddleware` with ``handshakes_only=True`` (reject and
+    hold are decided here, before the app sees the handshake) through
+    ``app.add_middleware``, so it sits inside middleware added later, and
+    returns the new :class:`FaultController` for the app to apply frame rules
+    with and to set rules from its own ``/__harness`` routes.  This is how the
+    reference server's test mode gets its faults (the ``faults`` entry point of
+    the ``nova_ws.test_mode`` group), standalone or served by the harness.
+    """
+    controller = FaultController()
+    app.add_middleware(FaultMiddleware, ws_path=ws_path, controller=controller, handshakes_only=True)
+    return AppFaults(controller)
 
 
 def _is_hold(decision: object) -> bool:

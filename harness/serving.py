@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -379,17 +379,11 @@ def _start_reference(config: WsConfig, workdir: Path, startup_timeout: float) ->
         test_mode=True,
         test_token=token,
     )
-    app = create_app(settings)
+    app = create_app(settings)  # test mode: handshakes go through FaultMiddleware (install_test_mode)
     hub = app.state.hub
-    # Handshake faults go through the same middleware as any app's, on the reference server's own
-    # rules (its /__harness API sets them); frame rules and socket commands stay with the server.
-    app.state.handshake_faults_outside = True
-    served = FaultMiddleware(
-        app, ws_path=config.ws_path, controller=cast(Any, app.state.faults), handshakes_only=True
-    )
     server = NovaUvicornServer(
         uvicorn_config(
-            served, max_message_bytes=settings.max_message_bytes, log_level="info", configure_logging=False
+            app, max_message_bytes=settings.max_message_bytes, log_level="info", configure_logging=False
         ),
         before_shutdown=lambda: hub.close_all(1001, "server shutting down"),
     )

@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import harness_api, rest, web, ws
-from .faults import FaultController
 from .hosts import DEFAULT_ALLOWED_HOSTS, HostGuard, HostPolicy
 from .hub import Hub
 from .logsafe import DEFAULT_REDACTED_PARAMS, install_log_sanitizer
 from .settings import Settings
 from .storage import Storage
+from .testmode import install_faults
 
 __all__ = ["create_app"]
 
@@ -25,8 +25,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the reference Nova server.
 
     State on ``app.state``: ``settings``, ``storage`` (opened by the lifespan),
-    ``hub`` (live connections and subscriptions) and ``faults`` (the
-    test-mode fault controller; its rules are only reachable in test mode).
+    ``hub`` (live connections and subscriptions) and, in test mode only,
+    ``faults`` (the harness's fault rules, see :mod:`reference_server.testmode`;
+    None otherwise).  Test mode raises
+    :class:`~reference_server.testmode.FaultShimUnavailable` when the harness's
+    fault installer is not installed.
 
     Hardening (docs/architecture.md, "Hardening"): every request and handshake
     whose ``Host`` is not in ``settings.allowed_hosts`` (or the bind address) is
@@ -68,12 +71,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.storage = Storage(settings.db, synchronous=settings.db_synchronous)
     app.state.hub = Hub()
-    app.state.faults = FaultController()
+    app.state.faults = None
+    app.state.fault_shim = None
     app.include_router(rest.router)
     rest.install(app)
     app.include_router(ws.router)
     app.include_router(harness_api.router)
     app.add_middleware(ws.TransportCaptureMiddleware)
     web.install(app)
+    if settings.test_mode:
+        # Handshake faults are decided by the harness's FaultMiddleware, mounted here inside the
+        # host guard; its rules are the ones the /__harness routes set and the endpoint applies.
+        app.state.fault_shim = install_faults(app, ws_path=ws.WS_PATH)
+        app.state.faults = app.state.fault_shim.rules
     app.add_middleware(HostGuard, policy=hosts)
     return app

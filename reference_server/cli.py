@@ -7,7 +7,8 @@ Exit status of ``serve``:
   aborted after ``--shutdown-timeout``, the database was closed.
 - 1: cannot listen (the port is taken, the address is not local).
 - 2: invalid settings (flags or ``NOVA_*`` environment); nothing started.
-- 3: the application failed to start (uvicorn's lifespan start-up failure).
+- 3: the application failed to start (uvicorn's lifespan start-up failure, or
+  ``--test-mode`` without the harness's fault middleware installed).
 - 130: interrupted before serving, or a second SIGINT cut the shutdown short.
 """
 
@@ -37,6 +38,7 @@ from .runner import (
     WS_PING_TIMEOUT_S,
 )
 from .settings import Settings
+from .testmode import FaultShimUnavailable
 
 __all__ = [
     "EXIT_CANNOT_LISTEN",
@@ -258,6 +260,7 @@ def serve(settings: Settings, log_level: str = "info", deadlines: Deadlines | No
     from .web import frontend_app
 
     deadlines = deadlines or Deadlines()
+    app = create_app(settings)  # before binding: a test mode that cannot start leaves nothing running
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -279,7 +282,6 @@ def serve(settings: Settings, log_level: str = "info", deadlines: Deadlines | No
         front_thread = ServerThread(front_server, fsock, name="nova-frontend")
         front_thread.start()
         print(f"Nova page on http://{_host(settings.host)}:{fport}/", flush=True)
-    app = create_app(settings)
     server = NovaUvicornServer(
         uvicorn_config(
             app,
@@ -328,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID_SETTINGS
     try:
         return serve(settings, log_level=args.log_level, deadlines=deadlines)
+    except FaultShimUnavailable as exc:
+        print(f"nova-ws: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     except OSError as exc:
         print(f"nova-ws: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN

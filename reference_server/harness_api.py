@@ -42,8 +42,10 @@ connection (``*``: every open connection).  Pushed messages are validated
 against the server message models unless ``"validate": false``, are sent
 exactly as given (not re-addressed) and bypass drop/delay rules.
 
-The decisions live in :mod:`reference_server.faults` (pure); the WebSocket
-endpoint (:mod:`reference_server.ws`) applies them.  No route appears in the
+The rules are the harness's pure ``FaultController``, loaded in test mode by
+:mod:`reference_server.testmode`: the harness's ``FaultMiddleware`` in front of
+the app decides handshakes (reject, hold) and the WebSocket endpoint
+(:mod:`reference_server.ws`) applies the frame rules.  No route appears in the
 OpenAPI document.
 """
 
@@ -56,10 +58,10 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .faults import ANY_CLIENT, RULE_KINDS, FaultController, close_code_problem
 from .hub import Hub
 from .protocol import SERVER_MESSAGE_TYPES, ProtocolError, is_valid_client_id, parse_server_message
 from .settings import Settings
+from .testmode import AppFaults, FaultRules
 from .ws import Connection, connection_registry
 
 __all__ = [
@@ -77,6 +79,9 @@ __all__ = [
 TOKEN_HEADER = "X-Harness-Token"
 
 _NOT_FOUND = "Not Found"
+
+#: The key of rules and commands that act on every client.
+ANY_CLIENT = "*"
 
 
 async def _guard(request: Request) -> None:
@@ -192,9 +197,13 @@ def _check_key(client_id: str) -> str:
 # ----------------------------------------------------------------- state access
 
 
-def _faults(request: Request) -> FaultController:
-    faults: FaultController = request.app.state.faults
-    return faults
+def _shim(request: Request) -> AppFaults:
+    shim: AppFaults = request.app.state.fault_shim
+    return shim
+
+
+def _faults(request: Request) -> FaultRules:
+    return _shim(request).rules
 
 
 def _hub(request: Request) -> Hub:
@@ -281,10 +290,11 @@ async def clear_client_faults(request: Request, client_id: str) -> dict[str, Any
 async def remove_client_rule(request: Request, client_id: str, kind: str) -> dict[str, Any]:
     """Remove one kind of rule keyed by ``client_id``, leaving its other rules and holds as they are."""
     key = _check_key(client_id)
-    if kind not in RULE_KINDS:
+    kinds = _shim(request).rule_kinds
+    if kind not in kinds:
         raise HTTPException(
             status_code=422,
-            detail=f"unknown rule kind {kind[:40]!r}: use one of {', '.join(RULE_KINDS)}",
+            detail=f"unknown rule kind {kind[:40]!r}: use one of {', '.join(kinds)}",
         )
     removed = _faults(request).remove_rule(key, kind)
     return {**_rules(request, client_id), "removed": removed}
@@ -334,7 +344,7 @@ async def drop_messages(request: Request, client_id: str) -> dict[str, Any]:
 async def close_connection(request: Request, client_id: str) -> dict[str, Any]:
     """Close now with ``code``/``reason``; answers once the close frame is sent."""
     body = await _body(request, CloseBody)
-    problem = close_code_problem(body.code)
+    problem = _shim(request).close_code_problem(body.code)
     if problem is not None:
         raise HTTPException(status_code=422, detail=problem)
     if len(body.reason.encode("utf-8")) > 123:

@@ -6,9 +6,11 @@ Life of a connection (the protocol itself is in docs/protocol.md):
    header must be absent (non-browser clients), the server's own origin
    (``http://`` or ``https://`` + the ``Host`` header) or one of
    ``settings.allowed_origins``; anything else gets HTTP 403.
-2. **Handshake faults** (test mode only): the fault controller may reject the
-   handshake with an HTTP status or hold it (the browser stays CONNECTING)
-   until a test releases it; a client that goes away while held is forgotten.
+2. **Handshake faults** (test mode only) are decided before this endpoint
+   sees the handshake, by the harness's ``FaultMiddleware`` in front of the
+   app (see :mod:`reference_server.testmode`): it may reject the handshake
+   with an HTTP status or hold it (the browser stays CONNECTING) until a test
+   releases it; a client that goes away while held is forgotten.
 3. **Accept.**  A connection counts as unauthenticated from here until it
    authenticates or goes away; past ``settings.max_unauthenticated_per_address``
    for its client address or ``settings.max_unauthenticated_total`` in all, it
@@ -88,7 +90,6 @@ from .access import (
     lookup_api_key,
     required_permission,
 )
-from .faults import FaultController, Hold, Reject
 from .hub import Hub
 from .protocol import (
     CHANNEL_PATTERN,
@@ -110,10 +111,12 @@ from .protocol import (
 from .ratelimit import CapExceeded, ThrottledCount, TokenBucket, UnauthenticatedCap, Verdict
 from .settings import Settings
 from .storage import Storage
+from .testmode import FaultRules
 
 __all__ = [
     "CAP_LOG_INTERVAL_S",
     "TRANSPORT_OWNER_KEY",
+    "WS_PATH",
     "Connection",
     "ConnectionRegistry",
     "TransportCaptureMiddleware",
@@ -126,6 +129,9 @@ log = logging.getLogger("reference_server.ws")
 client_error_log = logging.getLogger("reference_server.client_errors")
 
 router = APIRouter()
+
+#: The endpoint's path; ``{client_id}`` names the client.
+WS_PATH = "/debug/{client_id}"
 
 #: Scope key under which :class:`TransportCaptureMiddleware` stores the server's
 #: protocol object (uvicorn's, which has ``.transport``).
@@ -248,7 +254,7 @@ class Connection:
         client_id: str,
         *,
         queue_size: int,
-        faults: FaultController | None = None,
+        faults: FaultRules | None = None,
     ) -> None:
         self.websocket = websocket
         self.client_id = client_id
@@ -915,50 +921,7 @@ async def _deny(websocket: WebSocket, status: int, body: str) -> None:
     await websocket.close()
 
 
-async def _wait_until_released(websocket: WebSocket, faults: FaultController, hold: Hold) -> bool:
-    """Keep a held handshake waiting; True when it may proceed, False if the client left."""
-    wake = asyncio.Event()
-    remove_listener = faults.add_listener(wake.set)
-    await websocket.receive()  # the "websocket.connect" event; next comes only a disconnect
-    gone = asyncio.ensure_future(websocket.receive())
-    try:
-        while True:
-            wake.clear()
-            if faults.hold_over(hold.ticket, time.monotonic()):
-                return True
-            timeout = None if hold.deadline is None else max(0.0, hold.deadline - time.monotonic())
-            woken = asyncio.ensure_future(wake.wait())
-            done, _ = await asyncio.wait(
-                {woken, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            woken.cancel()
-            if gone in done:
-                return False
-    finally:
-        remove_listener()
-        if not gone.done():
-            gone.cancel()
-
-
-async def _handshake_faults(websocket: WebSocket, faults: FaultController, client_id: str) -> bool:
-    """Apply the fault controller's handshake decision; True when the handshake goes on."""
-    decision = faults.on_handshake(client_id, time.monotonic())
-    if isinstance(decision, Hold):
-        try:
-            log.info("handshake of %s held by a fault rule", client_id)
-            if not await _wait_until_released(websocket, faults, decision):
-                return False
-        finally:
-            faults.end_hold(decision.ticket)
-        decision = faults.after_hold(client_id)  # a reject rule set meanwhile still applies
-    if isinstance(decision, Reject):
-        log.info("handshake of %s rejected with %d by a fault rule", client_id, decision.status)
-        await _deny(websocket, decision.status, decision.body or "handshake rejected by a harness fault rule")
-        return False
-    return True
-
-
-@router.websocket("/debug/{client_id}")
+@router.websocket(WS_PATH)
 async def debug_socket(websocket: WebSocket, client_id: str) -> None:
     """The Nova WebSocket endpoint (see the module docstring and docs/protocol.md)."""
     state = websocket.app.state
@@ -973,12 +936,7 @@ async def debug_socket(websocket: WebSocket, client_id: str) -> None:
             "settings.allowed_origins (NOVA_ALLOWED_ORIGINS) if it is your frontend",
         )
         return
-    faults: FaultController | None = state.faults if settings.test_mode else None
-    # A shim in front of the app (the harness's FaultMiddleware) may decide handshakes with these
-    # same rules; it says so in app.state, and the endpoint then leaves handshakes to it.
-    outside = getattr(state, "handshake_faults_outside", False)
-    if faults is not None and not outside and not await _handshake_faults(websocket, faults, client_id):
-        return
+    faults: FaultRules | None = state.faults if settings.test_mode else None
 
     slot = _admission(state).enter(websocket.client.host if websocket.client else "")
     if slot is None:
@@ -999,7 +957,7 @@ async def _serve(
     websocket: WebSocket,
     state: State,
     client_id: str,
-    faults: FaultController | None,
+    faults: FaultRules | None,
     slot: _Slot,
 ) -> None:
     settings: Settings = state.settings

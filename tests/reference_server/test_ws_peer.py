@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 from fastapi import WebSocket
 
-from reference_server.faults import FaultController
+from harness.faults.controller import FaultController
 from reference_server.ws import TRANSPORT_OWNER_KEY, Connection, _close_reason
 
 TIMEOUT = 5.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reference_server.faults import (
+from harness.faults.controller import (
     ANY_CLIENT,
     Accept,
     FaultController,
