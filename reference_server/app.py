@@ -75,9 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.fault_shim = None
     app.include_router(rest.router)
     rest.install(app)
-    app.include_router(ws.router)
     app.include_router(harness_api.router)
-    app.add_middleware(ws.TransportCaptureMiddleware)
+    app.add_middleware(ws.EndpointMiddleware)  # innermost: serves /debug/{client_id}
     web.install(app)
     if settings.test_mode:
         # Handshake faults are decided by the harness's FaultMiddleware, mounted here inside the

@@ -60,8 +60,8 @@ sockets too.  :meth:`Connection.close` is idempotent and safe after the
 client went away.
 
 Aborting a connection (``transport.abort()``: no close frame, the browser
-sees 1006) needs uvicorn's transport; :class:`TransportCaptureMiddleware`
-records the server protocol object that owns it into the scope.  Under a
+sees 1006) needs uvicorn's transport; :class:`EndpointMiddleware`, which serves
+the endpoint, records the server protocol object that owns it into the scope.  Under a
 server that does not expose it, abort falls back to closing with 1011 and
 logs a warning.
 """
@@ -69,14 +69,16 @@ logs a warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
+from fastapi import WebSocket
 from starlette.datastructures import State
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -119,21 +121,19 @@ __all__ = [
     "WS_PATH",
     "Connection",
     "ConnectionRegistry",
-    "TransportCaptureMiddleware",
+    "EndpointMiddleware",
     "connection_registry",
+    "debug_socket",
     "origin_allowed",
-    "router",
 ]
 
 log = logging.getLogger("reference_server.ws")
 client_error_log = logging.getLogger("reference_server.client_errors")
 
-router = APIRouter()
-
 #: The endpoint's path; ``{client_id}`` names the client.
 WS_PATH = "/debug/{client_id}"
 
-#: Scope key under which :class:`TransportCaptureMiddleware` stores the server's
+#: Scope key under which :class:`EndpointMiddleware` stores the server's
 #: protocol object (uvicorn's, which has ``.transport``).
 TRANSPORT_OWNER_KEY = "nova.transport_owner"
 
@@ -154,12 +154,20 @@ CAP_LOG_INTERVAL_S = 10.0
 # ----------------------------------------------------------------- middleware
 
 
-class TransportCaptureMiddleware:
-    """Pure ASGI middleware recording the server protocol object of WebSocket scopes.
+class EndpointMiddleware:
+    """Pure ASGI middleware serving :data:`WS_PATH` itself, innermost in the app's middleware.
+
+    A WebSocket scope whose path is ``/debug/{client_id}`` goes straight to
+    :func:`debug_socket`, without FastAPI's exception middleware, exit stacks,
+    router and dependency solving: those layers would stay suspended for the
+    connection's whole life and cost an idle connection about a third of its
+    memory (docs/performance.md, "Connection limit").  Everything else goes
+    on to the app.  The outer middleware (host guard, test mode's
+    FaultMiddleware) sees the handshake first, as before.
 
     uvicorn hands the application its protocol's bound ``send`` method, whose
-    ``__self__`` owns the asyncio transport.  Stored as
-    ``scope["nova.transport_owner"]``; absent under other servers.
+    ``__self__`` owns the asyncio transport; it is recorded as
+    ``scope["nova.transport_owner"]`` (absent under other servers) for abort.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -167,10 +175,29 @@ class TransportCaptureMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            owner = getattr(send, "__self__", None)
-            if owner is not None and hasattr(owner, "transport"):
-                scope = {**scope, TRANSPORT_OWNER_KEY: owner}
+            client_id = _endpoint_client_id(scope)
+            if client_id is not None:
+                owner = getattr(send, "__self__", None)
+                if owner is not None and hasattr(owner, "transport"):
+                    scope[TRANSPORT_OWNER_KEY] = owner
+                await debug_socket(WebSocket(scope, receive, send), client_id)
+                return
         await self.app(scope, receive, send)
+
+
+_ENDPOINT_PREFIX = WS_PATH.split("{", 1)[0]
+
+
+def _endpoint_client_id(scope: Scope) -> str | None:
+    """The ``{client_id}`` of a request for :data:`WS_PATH` (a non-empty segment without ``/``), else None."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not path.startswith(_ENDPOINT_PREFIX):
+        return None
+    client_id = path[len(_ENDPOINT_PREFIX) :]
+    return client_id if client_id and "/" not in client_id else None
 
 
 # ----------------------------------------------------------------- helpers
@@ -241,6 +268,87 @@ class _CloseItem:
     reason: str
 
 
+class _OutQueue:
+    """A connection's bounded outbound FIFO: one consumer (the writer), any number of producers.
+
+    What :class:`asyncio.Queue` offers here (``put_nowait`` raising
+    :class:`asyncio.QueueFull`, ``put`` waiting for space in arrival order,
+    ``get``, ``get_nowait``), at a fraction of its memory: ``asyncio.Queue``
+    holds three deques and an Event from the start, about 3 KiB per idle
+    connection; this one creates its buffer on the first frame and its
+    waiters' futures only while someone waits.
+    """
+
+    __slots__ = ("_getter", "_items", "_putters", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: deque[_Out | _CloseItem] | None = None
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= self.qsize()
+
+    def put_nowait(self, item: _Out | _CloseItem) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def put(self, item: _Out | _CloseItem) -> None:
+        while self.full():
+            if self._putters is None:
+                self._putters = deque()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._putters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._putters.remove(waiter)
+                if not self.full() and not waiter.cancelled():
+                    self._wake_putter()  # it was woken, then cancelled: pass the turn on
+                raise
+        self.put_nowait(item)
+
+    def get_nowait(self) -> _Out | _CloseItem:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        self._wake_putter()
+        return item
+
+    async def get(self) -> _Out | _CloseItem:
+        while not self._items:
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getter = getter
+            try:
+                await getter
+            finally:
+                self._getter = None
+        return self.get_nowait()
+
+    def _wake_putter(self) -> None:
+        putters = self._putters
+        while putters:
+            waiter = putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class Connection:
     """One accepted WebSocket: the hub's :class:`~reference_server.hub.Peer`.
 
@@ -264,7 +372,7 @@ class Connection:
         self.permissions: frozenset[str] = frozenset()
         self.close_code: int | None = None
         self._faults = faults
-        self._queue: asyncio.Queue[_Out | _CloseItem] = asyncio.Queue(maxsize=queue_size)
+        self._queue = _OutQueue(queue_size)
         # Held while a frame is written: by the writer task, or by send() writing
         # directly when nothing is queued (see send()).
         self._send_lock = asyncio.Lock()
@@ -330,7 +438,7 @@ class Connection:
         if transport is None or not hasattr(transport, "abort"):
             log.warning(
                 "cannot abort %s: the ASGI server does not expose its transport "
-                "(TransportCaptureMiddleware needs uvicorn); closing with 1011 instead",
+                "(the transport is uvicorn's); closing with 1011 instead",
                 self.client_id,
             )
             self.request_close(CloseCode.INTERNAL_ERROR, "connection aborted", urgent=True)
@@ -544,7 +652,6 @@ def connection_registry(state: State) -> ConnectionRegistry:
 # ----------------------------------------------------------------- session
 
 
-_Handler = Callable[[Any], Awaitable[None]]
 
 
 class _Session:
@@ -566,15 +673,8 @@ class _Session:
             burst=self.settings.rate_limit_burst,
             max_strikes=self.settings.rate_limit_strikes,
         )
-        self.handlers: dict[str, _Handler] = {
-            "connect": self.on_connect,
-            "subscribe": self.on_subscribe,
-            "unsubscribe": self.on_unsubscribe,
-            "publish": self.on_publish,
-            "ping": self.on_ping,
-            "client_error": self.on_client_error,
-        }
         self._replaced: set[asyncio.Task[None]] = set()
+        self._auth_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ replies
 
@@ -610,8 +710,9 @@ class _Session:
                 "server_time": now_iso(),
             },
         )
-        watchdog = asyncio.create_task(
-            self._auth_watchdog(), name=f"nova-ws-auth:{self.conn.client_id}"
+        # A timer, not a task, and cancelled once authenticated: an idle connection keeps neither.
+        self._auth_timer = asyncio.get_running_loop().call_later(
+            self.settings.auth_timeout_ms / 1000, self._auth_timed_out
         )
         try:
             while True:
@@ -622,10 +723,15 @@ class _Session:
                     continue  # closing: the client's late frames are not answered
                 await self._on_frame(event)
         finally:
-            watchdog.cancel()
+            self._cancel_auth_timer()
 
-    async def _auth_watchdog(self) -> None:
-        await asyncio.sleep(self.settings.auth_timeout_ms / 1000)
+    def _cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
         if not self.conn.authenticated:
             log.info(
                 "closing %s: no connect within %d ms",
@@ -669,7 +775,7 @@ class _Session:
             )
             return
         try:
-            await self.handlers[msg.type](msg)
+            await _HANDLERS[msg.type](self, msg)
         except Exception:
             log.exception("handling %r from %s failed", msg.type, self.conn.client_id)
             await self.error(
@@ -704,6 +810,7 @@ class _Session:
             "created": now_iso(),
         }
         self.conn.authenticated = True
+        self._cancel_auth_timer()
         self.conn.metadata = metadata
         self.conn.permissions = frozenset(permissions)
         self._on_authenticated()
@@ -825,6 +932,17 @@ class _Session:
         await self.storage.add_client_error(self.conn.client_id, msg.data.message, msg.data.context)
 
 
+#: Frame type -> the :class:`_Session` method that handles it (one table, not a dict per connection).
+_HANDLERS: dict[str, Callable[[_Session, Any], Awaitable[None]]] = {
+    "connect": _Session.on_connect,
+    "subscribe": _Session.on_subscribe,
+    "unsubscribe": _Session.on_unsubscribe,
+    "publish": _Session.on_publish,
+    "ping": _Session.on_ping,
+    "client_error": _Session.on_client_error,
+}
+
+
 # ----------------------------------------------------------------- admission
 
 
@@ -921,7 +1039,6 @@ async def _deny(websocket: WebSocket, status: int, body: str) -> None:
     await websocket.close()
 
 
-@router.websocket(WS_PATH)
 async def debug_socket(websocket: WebSocket, client_id: str) -> None:
     """The Nova WebSocket endpoint (see the module docstring and docs/protocol.md)."""
     state = websocket.app.state
