@@ -161,7 +161,7 @@ class EndpointMiddleware:
     :func:`debug_socket`, without FastAPI's exception middleware, exit stacks,
     router and dependency solving: those layers would stay suspended for the
     connection's whole life and cost an idle connection about a third of its
-    memory (docs/performance.md, "Connection limit").  Everything else goes
+    memory (docs/performance.md, "Load tools: connection limit").  Everything else goes
     on to the app.  The outer middleware (host guard, test mode's
     FaultMiddleware) sees the handshake first, as before.
 
