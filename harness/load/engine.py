@@ -54,6 +54,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -236,6 +237,20 @@ def _abort_transport(ws: ClientConnection) -> None:
     abort()
 
 
+def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The loop's clock: ``time.monotonic`` itself where ``loop.time`` is asyncio's own (which returns it).
+
+    Read once per message; calling the clock directly saves a Python call.
+    A loop with a ``time`` of its own (uvloop...), or an asyncio whose
+    ``BaseEventLoop.time`` no longer reads ``time.monotonic``, keeps ``loop.time``.
+    """
+    method = getattr(type(loop), "time", None)
+    base = asyncio.BaseEventLoop.time
+    if method is base and base.__code__.co_names == ("time", "monotonic"):
+        return time.monotonic
+    return loop.time
+
+
 # ----------------------------------------------------------------- one step
 
 
@@ -285,7 +300,7 @@ class _Step:
         self.on_progress = on_progress
         self.on_measuring = on_measuring
         self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time
+        self.clock = _clock(self.loop)
         self.metrics = Metrics(start=self.clock(), primary=scenario.primary_metric)
         self.session = scenario.session(self.metrics)
         self.slots: list[_Slot] = []
@@ -427,25 +442,7 @@ class _Step:
             pending = await self._apply(slot, vc.opened(clock()))
             self._after(slot)
             if pending is None:
-                frame = vc.frame
-                apply = self._apply
-                after = self._after
-                try:
-                    async for message in ws:
-                        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                        actions = frame(text, clock())
-                        if actions:
-                            if len(actions) == 1 and type(actions[0]) is Send:
-                                # The hot path (the next publish of a closed loop): no extra coroutine.
-                                try:
-                                    await ws.send(actions[0].text)
-                                except ConnectionClosed:
-                                    pass
-                            else:
-                                pending = await apply(slot, actions)
-                        after(slot)
-                except ConnectionClosed:
-                    pass
+                pending = await self._pump(slot, ws)
             code = ws.close_code if ws.close_code is not None else 1006
             reason = ws.close_reason or ""
             slot.ws = None
@@ -453,6 +450,44 @@ class _Step:
                 vc.stop(clock())
             pending = await self._apply(slot, vc.closed(code, reason, clock()))
             self._after(slot)
+
+    async def _pump(self, slot: _Slot, ws: ClientConnection) -> Connect | None:
+        """Hand ``ws``'s frames to the client until the socket closes; return what the last actions asked for.
+
+        The per-message path of a run: ``recv`` awaited directly (no async
+        iterator in between), and the client's answer to a frame is usually
+        one frame's text (:meth:`VirtualClient.reply`), sent at once with no
+        action object and no extra coroutine.
+        """
+        pending: Connect | None = None
+        vc = slot.vc
+        reply = vc.reply
+        recv = ws.recv
+        send = ws.send
+        clock = self.clock
+        apply = self._apply
+        after = self._after
+        try:
+            while True:
+                message = await recv()
+                answer = reply(message if isinstance(message, str) else message.decode("utf-8", "replace"), clock())
+                if type(answer) is str:
+                    try:
+                        await send(answer)
+                    except ConnectionClosed:
+                        pass  # the next recv raises it: the close is handled once, below
+                elif answer:
+                    pending = await apply(slot, answer)
+                # _after's own early return, without the call: nothing to reschedule, no new state.
+                if (
+                    vc.state is not slot.state
+                    or not slot.setup_done
+                    or (self.pacing and vc.next_tick != slot.scheduled)
+                ):
+                    after(slot)
+        except ConnectionClosed:
+            pass
+        return pending
 
     # -- the pacer: one task waking clients at their next_tick
 

@@ -20,6 +20,7 @@ seconds on one monotonic clock:
 ``start(now)``                 once; returns ``[Connect()]``
 ``opened(now)``                the WebSocket handshake completed
 ``frame(text, now)``           a text frame arrived
+``reply(text, now)``           the same, for a driver's hot path (see below)
 ``failed(kind, now)``          a connection attempt failed (``connect:refused``...)
 ``closed(code, reason, now)``  the socket closed (1006 when it dropped)
 ``begin(now)``                 the measured phase starts (publishers start)
@@ -36,6 +37,13 @@ seconds: that is how a client reconnects), :class:`Close` with a code, or
 ``client.ready`` (set up: authenticated, subscribed), ``client.settled``
 (nothing outstanding), ``client.live`` (connected, or about to reconnect)
 and ``session.ready`` / ``session.settled`` / ``session.finish(now)``.
+
+``reply`` is ``frame`` with the answer shaped for a driver's per-message
+path: the text to send when ``frame`` would return exactly one
+:class:`Send` (a closed-loop publisher's next publish), else ``frame``'s
+list of actions.  The client's state and measurements are the same either
+way; a publisher answers a confirmation there without building an
+:class:`Incoming`, a :class:`Send` or a list.
 
 Measurements go to a :class:`Recorder` (:class:`harness.load.metrics.Metrics`
 implements it; a Locust user may forward them to Locust's events):
@@ -76,6 +84,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -142,12 +151,24 @@ _CONNECT = Connect()
 _CLOSE = Close(1000, "load run finished")
 _NOTHING: list[Action] = []
 
+#: What a confirmation counts: alone, and when the closed loop publishes the next message at once.
+_CONFIRMED = ("confirmed", "received")
+_CONFIRMED_AND_SENT = ("confirmed", "received", "sent")
+
 
 # ----------------------------------------------------------------- recorder
 
 
 class Recorder(Protocol):
-    """Where virtual clients put their measurements (:class:`harness.load.metrics.Metrics`)."""
+    """Where virtual clients put their measurements (:class:`harness.load.metrics.Metrics`).
+
+    A recorder may also have ``measure(name, seconds, now, counters)``: the
+    same as ``latency(name, seconds, now)`` followed by ``count(c, now)`` for
+    each name in the tuple ``counters``, in one call (a publisher's
+    confirmation is a latency and two or three counts).  Clients use it
+    where it exists (:meth:`harness.load.metrics.Metrics.measure`), else
+    make those calls one by one.
+    """
 
     def latency(self, name: str, seconds: float, now: float) -> None:
         """A duration of metric ``name``, measured at ``now``."""
@@ -160,6 +181,23 @@ class Recorder(Protocol):
 
     def gauge(self, name: str, value: float) -> None:
         """Set a level (open connections at the end...)."""
+
+
+Measure = Callable[[str, float, float, tuple[str, ...]], None]
+
+
+def _measurer(recorder: Recorder) -> Measure:
+    """``recorder.measure`` (see :class:`Recorder`), or the same made of ``latency`` and ``count``."""
+    measure: Measure | None = getattr(recorder, "measure", None)
+    if measure is not None:
+        return measure
+
+    def one_by_one(name: str, seconds: float, now: float, counters: tuple[str, ...]) -> None:
+        recorder.latency(name, seconds, now)
+        for counter in counters:
+            recorder.count(counter, now)
+
+    return one_by_one
 
 
 # ----------------------------------------------------------------- load protocols
@@ -236,6 +274,18 @@ class LoadProtocol:
         """What ``text`` is (an :class:`Incoming`)."""
         raise NotImplementedError
 
+    def confirmation_id(self, text: str) -> str | None:
+        """The message id ``text`` confirms, when that is cheaper to tell than :meth:`parse`; else None.
+
+        A publisher's hot path (:meth:`VirtualClient.reply`) asks this before
+        :meth:`parse`: an id means :meth:`parse` would return
+        ``Incoming(CONFIRMATION, id)`` (no seq, nothing else); None means
+        "parse it".  The base class always says None.  The shortcut is taken
+        only where the class that defines :meth:`parse` defines this method
+        too, so a subclass overriding :meth:`parse` alone is always parsed.
+        """
+        return None
+
     def with_timestamp(self, timestamp: str) -> LoadProtocol:
         """A copy writing ``timestamp`` in its envelopes."""
         if is_dataclass(self):
@@ -248,6 +298,21 @@ class LoadProtocol:
 # The hot kinds as module constants: read once per frame, faster than class attributes.
 _CONFIRMATION = LoadProtocol.CONFIRMATION
 _MESSAGE = LoadProtocol.MESSAGE
+
+
+def _confirmation_shortcut(protocol: LoadProtocol) -> Callable[[str], str | None] | None:
+    """``protocol.confirmation_id`` where it agrees with ``protocol.parse`` by construction, else None.
+
+    It does where the class that defines ``parse`` defines ``confirmation_id``
+    too (a subclass overriding ``parse`` alone may recognise confirmations
+    differently: it is always parsed).
+    """
+    for klass in type(protocol).__mro__:
+        if "parse" in vars(klass):
+            if klass is LoadProtocol or "confirmation_id" not in vars(klass):
+                return None
+            return protocol.confirmation_id
+    return None
 
 
 def _stamp(content: object) -> float | None:
@@ -383,10 +448,14 @@ class GenericProtocol(LoadProtocol):
         return message_id + self.separator + content
 
     def parse(self, text: str) -> Incoming:
-        head, sep, _ = text.partition(self.separator)
-        if sep and head:
-            return Incoming(self.CONFIRMATION, head)
+        op_id = self.confirmation_id(text)
+        if op_id is not None:
+            return Incoming(self.CONFIRMATION, op_id)
         return Incoming(self.OTHER)
+
+    def confirmation_id(self, text: str) -> str | None:
+        head, sep, _ = text.partition(self.separator)
+        return head if sep and head else None
 
 
 # ----------------------------------------------------------------- seq bookkeeping
@@ -745,6 +814,21 @@ class VirtualClient:
         self.ready = True
         return _NOTHING
 
+    def reply(self, text: str, now: float) -> str | list[Action]:
+        """:meth:`frame`, answered for a driver's hot path: the same state changes and measurements.
+
+        Returns the text of the one frame to send when :meth:`frame` would
+        return exactly one :class:`Send`, else the actions :meth:`frame`
+        returns (often none).  Roles may answer here without :meth:`frame`'s
+        allocations, keeping that equivalence.
+        """
+        actions = self.frame(text, now)
+        if len(actions) == 1:
+            action = actions[0]
+            if type(action) is Send:
+                return action.text
+        return actions
+
     def frame(self, text: str, now: float) -> list[Action]:
         """A text frame arrived."""
         incoming = self.protocol.parse(text)
@@ -862,19 +946,28 @@ class _Publisher(VirtualClient):
         self.size = size
         self._padding = "x" * size
         self._prefix = f"{self.client_id}-"
+        # The shortcut in reply() stands for frame() and on_message(): not where a subclass changed them.
+        plain = type(self).frame is VirtualClient.frame and type(self).on_message is _Publisher.on_message
+        self._confirmation_id = _confirmation_shortcut(self.protocol) if plain else None
+        self._measure = _measurer(self.recorder)
 
     @property
     def settled(self) -> bool:
         return not self.pending
 
-    def _publish(self, now: float) -> Action:
+    def _next_frame(self, now: float) -> str:
+        """The next publish's frame, awaiting its confirmation from now (the caller counts it ``sent``)."""
         self._n += 1
         message_id = self._prefix + str(self._n)
         self.pending[message_id] = now
-        self.recorder.count("sent", now)
         stamp = f"{now:.6f}|"
-        content = stamp + self._padding[: max(0, self.size - len(stamp))]
-        return Send(self.protocol.publish_frame(self.client_id, self.channel, message_id, content))
+        # The padding is all 'x' and `size` long: its tail past the stamp pads the content to `size`.
+        content = stamp + self._padding[len(stamp):]
+        return self.protocol.publish_frame(self.client_id, self.channel, message_id, content)
+
+    def _publish(self, now: float) -> Action:
+        self.recorder.count("sent", now)
+        return Send(self._next_frame(now))
 
     def begin(self, now: float) -> list[Action]:
         if self.state != self.READY:
@@ -932,6 +1025,24 @@ class _Publisher(VirtualClient):
         if self.rate is None and self.sending and self.state == self.READY:
             return [self._publish(now)]
         return _NOTHING
+
+    def reply(self, text: str, now: float) -> str | list[Action]:
+        # The closed loop's per-message path.  A confirmation of a pending publish that the
+        # protocol tells without parsing (no seq) is what on_message does with it, the same
+        # measurements in one recorder call and the next publish as its text; anything else
+        # (unknown ids included) takes the general path.
+        shortcut = self._confirmation_id
+        if shortcut is not None:
+            op_id = shortcut(text)
+            if op_id is not None:
+                sent = self.pending.pop(op_id, None)
+                if sent is not None:
+                    if self.rate is None and self.sending and self.state == self.READY:
+                        self._measure("publish", now - sent, now, _CONFIRMED_AND_SENT)
+                        return self._next_frame(now)
+                    self._measure("publish", now - sent, now, _CONFIRMED)
+                    return _NOTHING
+        return VirtualClient.reply(self, text, now)
 
     def on_error(self, incoming: Incoming, now: float) -> list[Action]:
         # A refused publish (rate_limited, forbidden) will never be confirmed.

@@ -280,7 +280,9 @@ def test_a_scenario_that_fails_ends_the_run_naming_the_error(ws_app: Callable[..
             def frame(text: str, now: float) -> list[Any]:
                 raise ValueError("bad state machine")
 
+            # The engine hands frames to reply(), the Locust driver to frame(): both fail.
             client.frame = frame  # type: ignore[method-assign]
+            client.reply = frame  # type: ignore[method-assign]
             return client
 
     app = ws_app()
