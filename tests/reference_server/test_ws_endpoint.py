@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,15 @@ TIMEOUT = 10.0
 
 def _out(n: int) -> _Out:
     return _Out({"n": n}, "t")
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let other tasks run until ``condition`` holds, for at most 100 loop iterations."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)  # one loop iteration, not a timed wait
+    raise AssertionError(f"not reached within 100 loop iterations: {what}")
 
 
 # ----------------------------------------------------------------- _OutQueue
@@ -43,7 +52,7 @@ async def test_the_queue_is_fifo_and_refuses_past_its_size() -> None:
 async def test_get_waits_for_the_next_frame() -> None:
     q = _OutQueue(4)
     getter = asyncio.ensure_future(q.get())
-    await asyncio.sleep(0)
+    await _until(lambda: q._getter is not None, "the getter waits")
     assert not getter.done()
     q.put_nowait(_out(7))
     assert await asyncio.wait_for(getter, TIMEOUT) == _out(7)
@@ -55,7 +64,7 @@ async def test_waiting_producers_get_space_in_arrival_order() -> None:
     q.put_nowait(_out(0))
     first = asyncio.ensure_future(q.put(_out(1)))
     second = asyncio.ensure_future(q.put(_out(2)))
-    await asyncio.sleep(0)
+    await _until(lambda: q._putters is not None and len(q._putters) == 2, "both producers wait")
     assert not first.done() and not second.done()
     got = [await q.get()]
     while len(got) < 3:
@@ -70,7 +79,7 @@ async def test_a_cancelled_producer_that_was_woken_passes_its_turn_on() -> None:
     q.put_nowait(_out(0))
     woken = asyncio.ensure_future(q.put(_out(1)))
     waiting = asyncio.ensure_future(q.put(_out(2)))
-    await asyncio.sleep(0)
+    await _until(lambda: q._putters is not None and len(q._putters) == 2, "both producers wait")
     q.get_nowait()  # wakes `woken` ...
     woken.cancel()  # ... which is cancelled before it runs
     await asyncio.wait_for(waiting, TIMEOUT)
@@ -82,7 +91,7 @@ async def test_a_cancelled_producer_that_was_woken_passes_its_turn_on() -> None:
 async def test_a_cancelled_get_leaves_the_queue_usable() -> None:
     q = _OutQueue(2)
     getter = asyncio.ensure_future(q.get())
-    await asyncio.sleep(0)
+    await _until(lambda: q._getter is not None, "the getter waits")
     getter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await getter
