@@ -110,6 +110,57 @@ async def test_seq_continues_after_reopen(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_seq_another_writer_took_is_skipped_not_an_error(tmp_path: Path) -> None:
+    """The storage keeps each channel's highest seq; a row written behind its back is read, not clobbered."""
+    path = tmp_path / "db.sqlite"
+    async with opened(path) as storage:
+        for i in range(3):
+            await storage.append_message("general", sender="s", content=str(i))
+        foreign = sqlite3.connect(path)
+        with foreign:
+            foreign.execute(
+                "INSERT INTO messages VALUES ('general', 4, 'foreign', 'x', 'behind its back', '2026-01-01T00:00:00.000Z')"
+            )
+        foreign.close()
+        alone, created = await storage.append_message("general", sender="s", content="alone")
+        assert (alone.seq, created) == (5, True)
+        foreign = sqlite3.connect(path)
+        with foreign:
+            foreign.execute(
+                "INSERT INTO messages VALUES ('general', 6, 'foreign-2', 'x', 'again', '2026-01-01T00:00:00.000Z')"
+            )
+        foreign.close()
+        grouped = await asyncio.gather(
+            *(storage.append_message("general", sender="s", content=f"g{i}") for i in range(5))
+        )
+        assert [m.seq for m, _ in grouped] == [7, 8, 9, 10, 11]
+        stored = await storage.messages_since("general", 0)
+        _assert_gap_free(stored)
+        assert [m.content for m in stored][3:6] == ["behind its back", "alone", "again"]
+
+
+@pytest.mark.asyncio
+async def test_a_new_database_has_small_pages_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """A publish appends whole pages to the WAL: new databases use PAGE_SIZE (1 KiB) pages."""
+    fresh = tmp_path / "fresh.sqlite"
+    async with opened(fresh) as storage:
+        await storage.append_message("general", sender="s", content="x")
+    with sqlite3.connect(fresh) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == storage_module.PAGE_SIZE == 1024
+    existing = tmp_path / "existing.sqlite"
+    with sqlite3.connect(existing) as db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("CREATE TABLE other (x)")
+    async with opened(existing) as storage:
+        stored, _ = await storage.append_message("general", sender="s", content="x")
+        assert stored.seq == 1
+    with sqlite3.connect(existing) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+@pytest.mark.asyncio
 async def test_a_failing_write_fails_alone_and_leaves_no_gap(tmp_path: Path) -> None:
     """A lone surrogate cannot be stored; its neighbours in the same group commit still are."""
     async with opened(tmp_path / "db.sqlite") as storage:
