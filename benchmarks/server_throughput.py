@@ -6,6 +6,8 @@ are ratios on the same machine at the same moment:
 
     python benchmarks/server_throughput.py            # 3000 round trips per scenario, 3 rounds
     python benchmarks/server_throughput.py --round-trips 1000 --clients 1 50 --repeat 5
+    git archive bf7ec5e reference_server | tar -x -C /tmp/before   # another version ...
+    python benchmarks/server_throughput.py --compare /tmp/before      # ... in the same rounds
 
 For each client count it prints round trips per second, p50 and p99 latency
 for the Nova server (authenticated ``publish`` answered by
@@ -14,6 +16,11 @@ server (the same frame echoed back), then the Nova/bare ratios.  Each round
 measures both servers in turn; the ratios reported are the medians over the
 rounds, so a drift in the machine's load touches both sides of a ratio.  Traffic goes
 only to 127.0.0.1 and every loop is bounded by a count and a deadline.
+
+``--compare DIR`` adds a third server: the reference server whose package is
+``DIR/reference_server`` (another version of it, say), measured in the same
+rounds right after this tree's, and its ratios to the bare server next to this
+tree's.
 
 Each round also times, in this process, what storing one publish costs the
 event loop: ``Storage.append_message`` alone, committed on the loop (WAL,
@@ -92,11 +99,17 @@ def _frame(client_id: str, op: str) -> str:
     )
 
 
-def _start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], int]:
+def _start(
+    cmd: list[str], marker: str, *, pythonpath: Path | None = None
+) -> tuple[subprocess.Popen[str], int]:
     # The per-connection rate limit protects a real deployment; a benchmark measures past it.
     env = {**os.environ, "NOVA_RATE_LIMIT_PER_SECOND": "1000000", "NOVA_RATE_LIMIT_BURST": "1000000"}
+    if pythonpath is not None:
+        # ``python -m`` puts its working directory first on sys.path, before PYTHONPATH.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        cwd=pythonpath,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -186,21 +199,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds, each measuring both servers in turn; ratios are medians over rounds")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="also measure the reference server in DIR/reference_server, in the same rounds")
     args = parser.parse_args(argv)
     if args.round_trips < 100 or args.repeat < 1 or min(args.clients) < 1:
         parser.error("--round-trips must be at least 100, --repeat and --clients at least 1")
-
-    rounds: dict[int, list[tuple[Result, Result]]] = {c: [] for c in args.clients}
-    with tempfile.TemporaryDirectory() as tmp:
-        nova, nova_port = _start(
-            [sys.executable, "-m", "reference_server", "--port", "0", "--frontend-port", "-1",
-             "--db", str(Path(tmp) / "bench.db"), "--log-level", "warning"],
-            "listening on",
+    if args.compare is not None and not (args.compare / "reference_server" / "__main__.py").is_file():
+        parser.error(
+            f"--compare {args.compare}: no reference_server/__main__.py there; give a folder holding "
+            "another version's package, e.g. git archive COMMIT reference_server | tar -x -C DIR"
         )
-        echo, echo_port = _start([sys.executable, "-c", ECHO_SERVER], "listening")
+
+    if args.compare is not None:
+        args.compare = args.compare.resolve()
+        imported = subprocess.run(
+            [sys.executable, "-c", "import reference_server; print(reference_server.__file__)"],
+            cwd=args.compare, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        if not Path(imported).is_relative_to(args.compare):
+            parser.error(f"--compare {args.compare}: Python imports reference_server from {imported} there")
+    rounds: dict[int, list[tuple[Result, Result, Result | None]]] = {c: [] for c in args.clients}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def nova_server(db: str, pythonpath: Path | None = None) -> tuple[subprocess.Popen[str], int]:
+            return _start(
+                [sys.executable, "-m", "reference_server", "--port", "0", "--frontend-port", "-1",
+                 "--db", str(Path(tmp) / db), "--log-level", "warning"],
+                "listening on",
+                pythonpath=pythonpath,
+            )
+
+        procs: list[subprocess.Popen[str]] = []
         try:
+            nova, nova_port = nova_server("bench.db")
+            procs.append(nova)
+            echo, echo_port = _start([sys.executable, "-c", ECHO_SERVER], "listening")
+            procs.append(echo)
+            other: tuple[subprocess.Popen[str], int] | None = None
+            if args.compare is not None:
+                other = nova_server("compared.db", args.compare)
+                procs.append(other[0])
             asyncio.run(_measure("warm", echo_port, 1, 200, nova=False))
             asyncio.run(_measure("warm", nova_port, 1, 200, nova=True))
+            if other is not None:
+                asyncio.run(_measure("warm", other[1], 1, 200, nova=True))
             commits: list[float] = []
             for index in range(args.repeat):
                 commits.append(asyncio.run(_storage_commit_us(Path(tmp) / f"commit-{index}.db")))
@@ -211,9 +253,15 @@ def main(argv: list[str] | None = None) -> int:
                     ours = asyncio.run(
                         _measure("nova publish", nova_port, clients, args.round_trips, True, nova.pid)
                     )
-                    rounds[clients].append((bare, ours))
+                    compared = None
+                    if other is not None:
+                        compared = asyncio.run(
+                            _measure("compared nova publish", other[1], clients, args.round_trips, True,
+                                     other[0].pid)
+                        )
+                    rounds[clients].append((bare, ours, compared))
         finally:
-            for proc in (nova, echo):
+            for proc in procs:
                 if proc.stdin:
                     proc.stdin.close()
                 proc.terminate()
@@ -226,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'round':>5} | {'clients':>7} | {'server':<22} | {'rt/s':>8} | {'p50 ms':>7} | {'p99 ms':>7}"
           f" | {'server CPU us/rt':>16}")
     print("-" * 91)
-    for clients, pairs in rounds.items():
-        for index, pair in enumerate(pairs, 1):
-            for r in pair:
+    for clients, rows in rounds.items():
+        for index, row in enumerate(rows, 1):
+            for r in filter(None, row):
                 print(
                     f"{index:>5} | {clients:>7} | {r.name:<22} | {r.rate:>8.0f} | {r.pct(0.5):>7.2f}"
                     f" | {r.pct(0.99):>7.2f} | {r.cpu_us_per_rt:>16.0f}"
@@ -236,18 +284,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("medians over rounds of the per-round ratios")
     print(f"{'clients':>7} | {'rate nova/bare':>14} | {'p99 nova/bare':>13} | {'CPU/rt nova/bare':>16}")
-    for clients, pairs in rounds.items():
-        rate = statistics.median(ours.rate / bare.rate for bare, ours in pairs)
-        p99 = statistics.median(ours.pct(0.99) / bare.pct(0.99) for bare, ours in pairs)
-        cpu = statistics.median(
-            ours.cpu_us_per_rt / bare.cpu_us_per_rt if bare.cpu_us_per_rt else float("nan") for bare, ours in pairs
-        )
-        print(f"{clients:>7} | {rate:>14.2f} | {p99:>13.2f} | {cpu:>16.2f}")
+    for clients, rows in rounds.items():
+        for label, which in (("", 1), ("compared ", 2)):
+            pairs = [(row[0], row[which]) for row in rows if row[which] is not None]
+            if not pairs:
+                continue
+            rate = statistics.median(ours.rate / bare.rate for bare, ours in pairs)
+            p99 = statistics.median(ours.pct(0.99) / bare.pct(0.99) for bare, ours in pairs)
+            cpu = statistics.median(
+                ours.cpu_us_per_rt / bare.cpu_us_per_rt if bare.cpu_us_per_rt else float("nan")
+                for bare, ours in pairs
+            )
+            print(f"{clients:>7} | {rate:>14.2f} | {p99:>13.2f} | {cpu:>16.2f}"
+                  + (f"   ({label.strip()}: {args.compare})" if label else ""))
     print("goal: rate nova/bare >= 0.50 with 1 client, p99 nova/bare <= 3.0")
     if 1 in rounds:
         commit = statistics.median(commits)
-        bare_rt = statistics.median(1e6 / bare.rate for bare, _ in rounds[1])
-        nova_rt = statistics.median(1e6 / ours.rate for _, ours in rounds[1])
+        bare_rt = statistics.median(1e6 / row[0].rate for row in rounds[1])
+        nova_rt = statistics.median(1e6 / row[1].rate for row in rounds[1])
         print(
             f"\nstorage commit on the event loop (one append_message, in this process): "
             f"{commit:.0f} us (median over rounds)\n"
