@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,28 @@ def test_connection_limit_measures_both_servers_and_prints_the_ratio() -> None:
     assert re.search(r"reference server\s+\|.*\|\s+-?[0-9.]+ \|", out), out
     assert "20 idle connections per server" in out
     assert re.search(r"RSS per connection, reference / bare: (-?\d+\.\d+|n/a)", out), out
+
+
+def test_server_throughput_measures_another_version_in_the_same_rounds(tmp_path: Path) -> None:
+    """``--compare DIR`` adds a third server, run from DIR's reference_server, with its own ratio row."""
+    other = tmp_path / "before"
+    shutil.copytree(ROOT / "reference_server", other / "reference_server",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    done = _run("server_throughput.py", "--round-trips", "100", "--repeat", "1", "--clients", "1",
+                "--compare", str(other))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for server in ("bare websockets echo", "nova publish", "compared nova publish"):
+        assert re.search(rf"\|\s+1 \| {server}\s+\|\s+\d+", out), f"no row for {server!r}:\n{out}"
+    # rate and p99 ratios, then CPU (nan when 100 round trips take less than a clock tick)
+    ratios = re.findall(r"^\s+1 \|\s+([0-9.]+) \|\s+([0-9.]+) \|\s+(?:[0-9.]+|nan)(.*)$", out, re.MULTILINE)
+    assert len(ratios) == 2, out
+    assert f"(compared: {other.resolve()})" in ratios[1][2]
+    assert all(float(value) > 0 for row in ratios for value in row[:2])
+
+
+def test_server_throughput_refuses_a_compare_folder_without_the_package(tmp_path: Path) -> None:
+    done = _run("server_throughput.py", "--compare", str(tmp_path))
+    assert done.returncode == 2
+    assert f"--compare {tmp_path}: no reference_server/__main__.py there" in done.stderr
+    assert "git archive COMMIT reference_server" in done.stderr
