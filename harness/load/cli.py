@@ -104,6 +104,7 @@ examples:
   nova-ws load fanout                                  # embedded reference server, defaults
   nova-ws load publish --clients 4 --rate 400 --duration 10 --threshold 'p99<50ms' --json run.json
   nova-ws load publish --rate max --inflight 8         # as fast as confirmations come
+  nova-ws load reconnect-storm --reset-via-proxy       # drops are TCP resets at a fault proxy
   nova-ws load ramp --ramp publish:rate=100..1600*2 --knee-p99 50ms --html ramp.html
   nova-ws load connections --clients 2000 --connect-rate 500 --url ws://127.0.0.1:8000 --server-pid 1234
   nova-ws load publish --profile generic --url ws://127.0.0.1:9000/echo   # any echo server"""
@@ -316,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="set-up deadline (default 10s plus what --connect-rate needs)")
     engine.add_argument("--drain-timeout", type=_seconds, metavar="DURATION",
                         help="longest wait for outstanding confirmations after the run (default 5s)")
+    engine.add_argument("--reset-via-proxy", action="store_true",
+                        help="reconnect-storm: clients go through a fault proxy put in front of the server, "
+                             "and each drop is a TCP reset there (the server sees it too), not the client's abort")
     return parser
 
 
@@ -423,6 +427,12 @@ def _plan(args: argparse.Namespace) -> _Plan:
                 else f"--ramp belongs to the ramp scenario: nova-ws load ramp --ramp {args.ramp}"
             )
         target = _scenario(name, values, protocol)
+    dropping = (target.base if isinstance(target, Ramp) else target).name == "reconnect-storm"
+    if args.reset_via_proxy and not dropping:
+        raise LoadConfigError(
+            f"--reset-via-proxy resets the connections reconnect-storm drops; {target.name} drops none: "
+            "nova-ws load reconnect-storm --reset-via-proxy"
+        )
     if args.url is not None:
         from .engine import check_url
 
@@ -438,7 +448,7 @@ def _options(args: argparse.Namespace) -> Any:
         for name in ("connect_concurrency", "open_timeout", "setup_timeout", "drain_timeout")
         if getattr(args, name) is not None
     }
-    return EngineOptions(handle_sigint=True, **given)
+    return EngineOptions(handle_sigint=True, reset_via_proxy=args.reset_via_proxy, **given)
 
 
 # ----------------------------------------------------------------- output
@@ -508,6 +518,9 @@ def summary(result: RunResult | dict[str, Any], *, embedded: bool = False, writt
         counters = total.get("counters") or {}
         exact = [f"{n} {counters[n]:,}" for n in ("lost", "duplicated", "out_of_order", "gaps", "drops",
                                                   "reconnects", "skipped", "unconfirmed") if n in counters]
+        resets = [step["gauges"]["proxy_resets"] for step in data["steps"] if "proxy_resets" in step.get("gauges", {})]
+        if resets:
+            exact.append(f"reset at the fault proxy {int(sum(resets)):,}")
         if exact:
             lines.append("  " + ", ".join(exact))
         errors = total.get("errors") or {}

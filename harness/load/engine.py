@@ -39,7 +39,8 @@ The per-message path is kept lean: a frame goes from ``async for`` to the
 client's ``frame`` (``json.loads`` once), a publish is a string template,
 and a measurement is one histogram record; no pydantic, no per-message task.
 Sockets are opened without compression, without keepalive pings and without
-a proxy (``EngineOptions`` changes the first two).
+a proxy (``EngineOptions`` changes the first two, and with ``reset_via_proxy``
+the clients go through a fault proxy of the run's own).
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -70,6 +71,9 @@ from .ramp import Ramp
 from .results import RunResult, ServerStats, StepResult
 from .scenarios import Close, Connect, Drop, Scenario, Send, VirtualClient
 from .thresholds import Threshold, evaluate, parse_all
+
+if TYPE_CHECKING:
+    from ..proxy import FaultProxy
 
 __all__ = [
     "BackgroundRun",
@@ -110,6 +114,13 @@ class EngineOptions:
     - ``handle_sigint``: on the main thread, the first Ctrl-C ends the run
       early with ``aborted="interrupted"`` and the figures so far; a second
       one interrupts as usual.
+    - ``reset_via_proxy``: the clients connect through a fault proxy
+      (:class:`~harness.proxy.FaultProxy`) the run puts in front of the
+      server, and a client's drop (``reconnect-storm``) resets its connection
+      there: a TCP RST to the client and to the server, so the server sees a
+      genuine reset instead of a client that went away.  Without it the
+      client aborts its own socket.  Needs a ``ws://`` server URL; each
+      step's ``proxy_resets`` gauge counts the resets.
     """
 
     connect_concurrency: int = 50
@@ -123,6 +134,7 @@ class EngineOptions:
     max_size: int | None = 1 << 20
     progress_interval: float = 1.0
     handle_sigint: bool = False
+    reset_via_proxy: bool = False
 
     def __post_init__(self) -> None:
         if self.connect_concurrency < 1:
@@ -288,8 +300,11 @@ class _Step:
         server_pid: int | None,
         on_progress: ProgressCallback | None,
         on_measuring: Callable[[], None] | None,
+        proxy: FaultProxy | None = None,
     ) -> None:
         self.scenario = scenario
+        self.proxy = proxy
+        self.proxy_resets = 0
         self.base_url = base_url
         self.options = options
         self.stop_requested = stop
@@ -369,7 +384,9 @@ class _Step:
                     self._spawn(ws.close(action.code, action.reason))  # type: ignore[attr-defined]
             elif kind is Drop:
                 ws = slot.ws
-                if ws is not None:
+                # Through the proxy when there is one; the client's own abort otherwise (or if
+                # the proxy no longer holds the connection).
+                if ws is not None and (self.proxy is None or not await self._reset_through_proxy(ws)):
                     _abort_transport(ws)
             elif kind is Connect:
                 reconnect = action  # type: ignore[assignment]
@@ -377,6 +394,24 @@ class _Step:
                 if ws is not None:
                     _abort_transport(ws)
         return reconnect
+
+    async def _reset_through_proxy(self, ws: ClientConnection) -> bool:
+        """Reset ``ws``'s connection at the proxy (RST both ways); False if the proxy has no such connection."""
+        from ..proxy import Target
+
+        proxy = self.proxy
+        assert proxy is not None
+        address = ws.local_address
+        peer = f"{address[0]}:{address[1]}"
+
+        def reset() -> int:
+            ids = [c.id for c in proxy.connections(live_only=True) if c.peer == peer]
+            return sum(len(proxy.reset_connections(Target(connection_id=i))) for i in ids)
+
+        # The proxy runs on its own thread; its control calls wait for it, so not on this loop.
+        done = await asyncio.to_thread(reset)
+        self.proxy_resets += done
+        return done > 0
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -765,6 +800,8 @@ class _Step:
             gauges["server_rss_before"] = float(before)
             gauges["server_rss_loaded"] = float(loaded)
             gauges["server_connections"] = float(connections)
+        if self.proxy is not None:
+            gauges["proxy_resets"] = float(self.proxy_resets)
         if scenario.name == "connections":
             opened = metrics.counters.get("opened", 0)
             throughput = opened / setup if setup > 0 else 0.0
@@ -814,6 +851,22 @@ def _raise_open_files_limit(wanted: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < min(wanted, target):
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(wanted, soft), target), hard))
+
+
+def _start_reset_proxy(base_url: str) -> tuple[FaultProxy, str]:
+    """A started fault proxy in front of ``base_url``'s server, and the same URL through it."""
+    from ..proxy import FaultProxy
+
+    parts = urlsplit(base_url)
+    if parts.scheme != "ws":
+        raise LoadConfigError(
+            f"reset_via_proxy (CLI: --reset-via-proxy) needs a ws:// server URL, got {base_url!r}: the "
+            "fault proxy forwards TCP on 127.0.0.1, where a wss:// server's certificate would not match"
+        )
+    host = parts.hostname or "127.0.0.1"
+    proxy = FaultProxy(upstream=(host, parts.port or 80), backlog=1024).start()
+    netloc = f"127.0.0.1:{proxy.port}"
+    return proxy, urlunsplit(("ws", netloc, parts.path, parts.query, parts.fragment))
 
 
 def _now_iso() -> str:
@@ -874,9 +927,19 @@ async def arun(
             )
             server_pid = None
         _raise_open_files_limit(largest.clients + 256)
-        return await _run_steps(
-            scenario, base_url, options, checks, warnings, server_pid, on_progress, _stop, _on_measuring
-        )
+        proxy = None
+        clients_url = base_url
+        if options.reset_via_proxy:
+            proxy, clients_url = await asyncio.to_thread(_start_reset_proxy, base_url)
+        try:
+            result = await _run_steps(
+                scenario, clients_url, options, checks, warnings, server_pid, on_progress, _stop, _on_measuring,
+                proxy,
+            )
+        finally:
+            if proxy is not None:
+                await asyncio.to_thread(proxy.stop)
+        return result if proxy is None else replace(result, url=base_url)
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -892,6 +955,7 @@ async def _run_steps(
     on_progress: ProgressCallback | None,
     stop: _StopEvent | None,
     on_measuring: Callable[[], None] | None,
+    proxy: FaultProxy | None = None,
 ) -> RunResult:
     loop = asyncio.get_running_loop()
     stop = stop or _StopEvent()
@@ -919,7 +983,7 @@ async def _run_steps(
                 runner = _Step(
                     _prepare(scenario, f"{tag}s{len(steps)}", started_at), base_url, options, stop,
                     index=len(steps), steps=total, run_started=run_started, server_pid=server_pid,
-                    on_progress=on_progress, on_measuring=on_measuring,
+                    on_progress=on_progress, on_measuring=on_measuring, proxy=proxy,
                 )
                 step = await runner.execute()
                 if runner.progress_error:
@@ -932,7 +996,7 @@ async def _run_steps(
             runner = _Step(
                 _prepare(target, tag, started_at), base_url, options, stop,
                 index=0, steps=1, run_started=run_started, server_pid=server_pid,
-                on_progress=on_progress, on_measuring=on_measuring,
+                on_progress=on_progress, on_measuring=on_measuring, proxy=proxy,
             )
             step = await runner.execute()
             if runner.progress_error:

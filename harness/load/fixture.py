@@ -117,6 +117,7 @@ class LoadRuns:
         thresholds: Sequence[str] = (),
         check: bool = True,
         wait: bool = True,
+        reset_via_proxy: bool = False,
         **parameters: Any,
     ) -> LoadRun:
         """Start ``scenario`` in the background and return its :class:`LoadRun`.
@@ -129,9 +130,11 @@ class LoadRuns:
         so what the test does next happens under load; it fails if that takes
         longer than ``start_timeout``.  ``thresholds`` (``"p99<50ms"``,
         ``"lost==0"``...) and an aborted run fail the test at teardown unless
-        ``check`` is false.
+        ``check`` is false.  ``reset_via_proxy``: the load's clients go through a
+        fault proxy of the run's own (not the page's), and each drop of a
+        ``reconnect-storm`` is a TCP reset there, which the server sees too.
         """
-        from .engine import start_background
+        from .engine import EngineOptions, start_background
 
         if isinstance(scenario, str):
             parameters.setdefault("duration", math.inf)
@@ -143,7 +146,8 @@ class LoadRuns:
             )
         else:
             built = scenario
-        handle = start_background(built, self.url, thresholds=list(thresholds))
+        options = EngineOptions(reset_via_proxy=True) if reset_via_proxy else None
+        handle = start_background(built, self.url, thresholds=list(thresholds), options=options)
         run = LoadRun(built, tuple(thresholds), check, handle)
         self.runs.append(run)
         if wait and not handle.wait_measuring(self.start_timeout):

@@ -207,6 +207,21 @@ def test_an_unknown_scenario_exits_2_naming_the_known_ones_and_a_close_match(
     assert (tmp_path / "run.html").exists()
 
 
+def test_reconnect_storm_reset_via_proxy_says_how_many_drops_the_proxy_reset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["reconnect-storm", "--subscribers", "6", "--drop-share", "1", "--drops-per-client", "2",
+                 "--rate", "50", "--reconnect-delay", "20ms", "--duration", "1", "--quiet", "--reset-via-proxy",
+                 "--threshold", "lost==0", "--threshold", "duplicated==0", "--json", str(tmp_path / "run.json")])
+    out = capsys.readouterr().out
+    assert code == EXIT_PASSED, out
+    step = _json(tmp_path)["steps"][0]
+    drops = step["counters"]["drops"]
+    assert drops >= 6
+    assert step["gauges"]["proxy_resets"] == drops
+    assert f"reset at the fault proxy {drops}" in out
+
+
 def test_a_bad_threshold_exits_2_naming_the_grammar(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["publish", "--threshold", "p99<<5"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
@@ -231,6 +246,10 @@ def test_a_bad_threshold_exits_2_naming_the_grammar(capsys: pytest.CaptureFixtur
         (["fanout", "--clients", "3", "--subscribers", "4"], "give --clients or --subscribers, not both"),
         (["publish", "--knee-p99", "20ms"], "--knee-p99 judge the steps of a ramp; publish is one run"),
         (["publish", "--duration", "soon"], "expected a duration like 100ms"),
+        (["publish", "--reset-via-proxy"], "--reset-via-proxy resets the connections reconnect-storm drops; "
+                                           "publish drops none"),
+        (["reconnect-storm", "--reset-via-proxy", "--url", "wss://127.0.0.1:9"],
+         "--reset-via-proxy) needs a ws:// server URL"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_naming_the_fix(

@@ -107,6 +107,35 @@ def test_reconnect_storm_loses_and_duplicates_nothing_across_twenty_drops(server
     assert step.counter("replayed") > 0  # the resubscriptions did replay what was missed
 
 
+def test_reconnect_storm_through_the_fault_proxy_resets_each_dropped_connection_and_loses_nothing(
+    server_factory: Any,
+) -> None:
+    """With reset_via_proxy every drop is a TCP reset at the run's own proxy, seen by client and server."""
+    from dataclasses import replace
+
+    server = server_factory(**UNLIMITED)
+    storm = ReconnectStorm(publishers=1, subscribers=20, rate=100.0, drop_share=1.0, drops_per_client=1,
+                           duration=1.5, reconnect_delay=0.02)
+    result = _run(storm, _base(server), options=replace(FAST, reset_via_proxy=True),
+                  thresholds=["lost==0", "duplicated==0"])
+    step = result.steps[0]
+    assert result.passed, result.headline()
+    assert result.url == _base(server)  # the server's URL is reported, not the proxy's
+    assert step.counter("drops") >= 20
+    assert step.gauges["proxy_resets"] == step.counter("drops")
+    assert step.counter("reconnects") == step.counter("drops")
+    assert step.counter("lost") == 0 and step.counter("duplicated") == 0
+    assert step.counter("replayed") > 0
+
+
+def test_reset_via_proxy_needs_a_ws_url() -> None:
+    from dataclasses import replace
+
+    storm = ReconnectStorm(publishers=1, subscribers=1, duration=0.2)
+    with pytest.raises(LoadConfigError, match=r"reset_via_proxy \(CLI: --reset-via-proxy\) needs a ws:// server URL"):
+        run(storm, "wss://127.0.0.1:9", options=replace(FAST, reset_via_proxy=True))
+
+
 def test_ramp_runs_steps_until_the_knee(server_factory: Any) -> None:
     server = server_factory(**UNLIMITED)
     base = Publish(clients=1, duration=0.3)

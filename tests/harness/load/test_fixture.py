@@ -51,6 +51,27 @@ def test_a_run_against_the_reference_server_reports_its_figures(pytester: pytest
     result.assert_outcomes(passed=2)
 
 
+def test_a_reconnect_storm_can_reset_its_drops_through_a_fault_proxy(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_storm(ws_load, ws_server):
+            load = ws_load("reconnect-storm", subscribers=6, rate=50, drop_share=1.0, drops_per_client=1,
+                           reconnect_delay=0.02, duration=1.0, reset_via_proxy=True,
+                           thresholds=["lost==0", "duplicated==0"])
+            result = load.result(timeout=30)
+            step = result.steps[0]
+            assert result.passed, result.headline()
+            assert step.counter("drops") >= 5, result.headline()
+            assert step.gauges["proxy_resets"] == step.counter("drops")
+            assert step.counter("reconnects") == step.counter("drops")
+            assert result.url.startswith(ws_server.http_url.replace("http", "ws", 1).rstrip("/"))
+        """
+    )
+    result = _run(pytester)
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=1)
+
+
 def test_a_missed_threshold_fails_the_test_at_teardown(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
