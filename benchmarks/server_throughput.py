@@ -204,13 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.round_trips < 100 or args.repeat < 1 or min(args.clients) < 1:
         parser.error("--round-trips must be at least 100, --repeat and --clients at least 1")
-    if args.compare is not None and not (args.compare / "reference_server" / "__main__.py").is_file():
-        parser.error(
-            f"--compare {args.compare}: no reference_server/__main__.py there; give a folder holding "
-            "another version's package, e.g. git archive COMMIT reference_server | tar -x -C DIR"
-        )
-
     if args.compare is not None:
+        if not (args.compare / "reference_server" / "__main__.py").is_file():
+            parser.error(
+                f"--compare {args.compare}: no reference_server/__main__.py there; give a folder holding "
+                "another version's package, e.g. git archive COMMIT reference_server | tar -x -C DIR"
+            )
         args.compare = args.compare.resolve()
         imported = subprocess.run(
             [sys.executable, "-c", "import reference_server; print(reference_server.__file__)"],
@@ -218,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout.strip()
         if not Path(imported).is_relative_to(args.compare):
             parser.error(f"--compare {args.compare}: Python imports reference_server from {imported} there")
+
     rounds: dict[int, list[tuple[Result, Result, Result | None]]] = {c: [] for c in args.clients}
     with tempfile.TemporaryDirectory() as tmp:
 

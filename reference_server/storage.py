@@ -3,7 +3,8 @@
 Writes are serialised per connection, and per-channel ``seq`` numbers are assigned in
 the transaction that stores the message (from the storage's record of each channel's
 highest seq, read from the database on the channel's first write, and given back when
-the transaction rolls back), which keeps them strictly increasing and gap-free.  A coroutine returns only after its transaction has committed, so anything the
+the transaction rolls back), which keeps them strictly increasing and gap-free.  A
+coroutine returns only after its transaction has committed, so anything the
 server acknowledges (a ``delivery_confirmation`` or a ``201``) is in the WAL file and
 survives ``kill -9`` of the process.
 
@@ -127,9 +128,6 @@ _INSERT_MESSAGE_SQL = (
     "INSERT INTO messages (channel, seq, message_id, sender, content, sent_at)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel, message_id) DO NOTHING"
 )
-
-#: A channel's highest stored seq (the ``(channel, seq)`` primary key makes it an index lookup).
-_MAX_SEQ_SQL = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE channel = ?"
 
 #: The page size of a database this module creates.  A publish changes about three
 #: pages, each appended whole to the WAL file and later copied back by a checkpoint, and
@@ -258,7 +256,7 @@ class _Seqs:
         if last is None:
             last = self.committed.get(channel)
             if last is None:
-                last = int(db.execute(_MAX_SEQ_SQL, (channel,)).fetchone()[0])
+                last = _last_seq_sync(db, channel)
         return last + 1
 
     def took(self, channel: str, seq: int) -> None:

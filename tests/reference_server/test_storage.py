@@ -109,6 +109,17 @@ async def test_seq_continues_after_reopen(tmp_path: Path) -> None:
         _assert_gap_free(await storage.messages_since("general", 0))
 
 
+def _insert_behind_its_back(path: Path, seq: int, content: str) -> None:
+    """Another connection stores a message on 'general' under ``seq``."""
+    foreign = sqlite3.connect(path)
+    with foreign:
+        foreign.execute(
+            "INSERT INTO messages VALUES ('general', ?, ?, 'x', ?, '2026-01-01T00:00:00.000Z')",
+            (seq, f"foreign-{seq}", content),
+        )
+    foreign.close()
+
+
 @pytest.mark.asyncio
 async def test_a_seq_another_writer_took_is_skipped_not_an_error(tmp_path: Path) -> None:
     """The storage keeps each channel's highest seq; a row written behind its back is read, not clobbered."""
@@ -116,20 +127,10 @@ async def test_a_seq_another_writer_took_is_skipped_not_an_error(tmp_path: Path)
     async with opened(path) as storage:
         for i in range(3):
             await storage.append_message("general", sender="s", content=str(i))
-        foreign = sqlite3.connect(path)
-        with foreign:
-            foreign.execute(
-                "INSERT INTO messages VALUES ('general', 4, 'foreign', 'x', 'behind its back', '2026-01-01T00:00:00.000Z')"
-            )
-        foreign.close()
+        _insert_behind_its_back(path, 4, "behind its back")
         alone, created = await storage.append_message("general", sender="s", content="alone")
         assert (alone.seq, created) == (5, True)
-        foreign = sqlite3.connect(path)
-        with foreign:
-            foreign.execute(
-                "INSERT INTO messages VALUES ('general', 6, 'foreign-2', 'x', 'again', '2026-01-01T00:00:00.000Z')"
-            )
-        foreign.close()
+        _insert_behind_its_back(path, 6, "again")
         grouped = await asyncio.gather(
             *(storage.append_message("general", sender="s", content=f"g{i}") for i in range(5))
         )
